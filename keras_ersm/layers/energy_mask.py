@@ -1,0 +1,403 @@
+"""The `EnergyMask` layer: a learned, energy-regularised spatial mask."""
+
+import keras
+from keras import ops
+
+from keras_ersm import ops as ersm_ops
+from keras_ersm.regularizers import EnergyRegularizer
+
+_BIAS_KINDS = ("scalar", "positional")
+_PADDINGS = ("valid", "same")
+_DATA_FORMATS = ("channels_last", "channels_first")
+
+# Defaults chosen by measurement (benchmarks/results/defaults.md).
+DEFAULT_BIAS_INIT = 0.0
+# The reference implementation's settings (DESIGN.md section 1).
+PAPER_BIAS_INIT = 6.0
+
+
+def _invalid(name, expected, value):
+    return ValueError(
+        f"Invalid value for argument `{name}`. Expected {expected}. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _invalid(name, f"an integer >= {minimum}", value)
+    return value
+
+
+def _check_number(name, value, positive):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(name, "a number", value)
+    if (positive and value <= 0) or value < 0:
+        kind = "positive" if positive else "non-negative"
+        raise _invalid(name, f"a {kind} number", value)
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_ersm")
+class EnergyMask(keras.layers.Layer):
+    """Energy-Regularized Spatial Masking (ERSM) of a 4-D feature map.
+
+    The feature map is cut into non-overlapping `p x p` patches (tokens).
+    Each token `x_i` is normalised, `p_hat_i = x_i / (||x_i|| + 1e-6)`, and
+    scored, `z_i = w . p_hat_i + b`. The keep probability is
+    `keep_i = sigmoid(-z_i / T)` and every element of the token is multiplied
+    by it. With `coherence_steps=K > 0`, the keep map is instead the result
+    of `K` mean-field updates of a binary field with Potts coupling
+    `beta >= 0` over the 8 neighbours, which makes the mask spatially
+    coherent; `K = 0` is exactly the reference layer.
+
+    During every call the layer adds, with `add_loss`, the energy loss of
+    its `energy_regularizer`: `mean(keep_i * E_i)` with
+    `E_i = lambda * softplus(z_i) + gamma * softplus(S_i)` and `S_i` the
+    redundancy of token `i` with its 8 neighbours. No sparsity budget is
+    set: sparsity emerges from the balance of task loss and energy.
+
+    Scores, keep and energy are computed in float32 whatever the compute
+    dtype; the output is in the compute dtype.
+
+    The defaults train from scratch; `EnergyMask.paper()` gives the
+    reference implementation's settings (bias initialised to 6.0).
+
+    Args:
+        patch_size: int >= 1, side `p` of a token. Defaults to `1`.
+        temperature: positive float `T` of the keep sigmoid. Defaults to
+            `1.0`.
+        bias: `"scalar"` (one trainable bias, any input size) or
+            `"positional"` (one per grid position; needs a static spatial
+            size). Defaults to `"scalar"`.
+        kernel_initializer: initializer of the scoring `kernel` of shape
+            `(p * p * C, 1)`. Defaults to `"glorot_uniform"`.
+        bias_initializer: initializer of the `bias`. Defaults to
+            `Constant(0.0)` (measured, see the docs' Benchmarks page).
+        coherence_steps: int >= 0, number `K` of mean-field updates.
+            Defaults to `0` (the reference layer).
+        coherence_init: non-negative float, initial value of the trainable
+            coupling `beta` (a weight named `coherence`, only created when
+            `coherence_steps > 0`). Defaults to `0.5`.
+        energy_regularizer: an `EnergyRegularizer` (or its config), `None`
+            for no loss, or `"default"` for `EnergyRegularizer()`.
+            Defaults to `"default"`.
+        rescale: bool. If `True`, the masked map is divided by each image's
+            mean keep (as inverted dropout does), so the layer changes where
+            the features are, not their overall scale. Defaults to `False`.
+        padding: `"valid"` (height and width must be multiples of
+            `patch_size`) or `"same"` (padded with zeros up to a multiple,
+            cropped back). Defaults to `"valid"`.
+        data_format: `"channels_last"`, `"channels_first"` or `None` for
+            `keras.config.image_data_format()`. Defaults to `None`.
+        **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
+
+    Call arguments:
+        inputs: 4-D feature map.
+        training: unused; the layer is deterministic.
+
+    Returns:
+        The masked feature map, same shape and dtype as `inputs`.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    import keras
+    import keras_ersm
+
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras_ersm.EnergyMask(patch_size=2),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+    x = np.random.rand(4, 16, 16, 3).astype("float32")
+    assert model(x).shape == (4, 10)
+    terms = model.layers[1].energy_terms(model.layers[0](x))
+    assert tuple(terms["keep"].shape) == (4, 8, 8)
+    ```
+
+    Reference:
+        - ERSM, arXiv 2604.06893 (IJCAI 2026).
+    """
+
+    def __init__(
+        self,
+        patch_size=1,
+        temperature=1.0,
+        bias="scalar",
+        kernel_initializer="glorot_uniform",
+        bias_initializer=None,
+        coherence_steps=0,
+        coherence_init=0.5,
+        energy_regularizer="default",
+        rescale=False,
+        padding="valid",
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.patch_size = _check_int("patch_size", patch_size, 1)
+        self.temperature = _check_number("temperature", temperature, True)
+        if bias not in _BIAS_KINDS:
+            raise _invalid("bias", f"one of {_BIAS_KINDS}", bias)
+        self.bias_kind = bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if bias_initializer is None:
+            bias_initializer = keras.initializers.Constant(DEFAULT_BIAS_INIT)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.coherence_steps = _check_int("coherence_steps", coherence_steps, 0)
+        self.coherence_init = _check_number("coherence_init", coherence_init, False)
+        if isinstance(energy_regularizer, str) and energy_regularizer == "default":
+            energy_regularizer = EnergyRegularizer()
+        elif isinstance(energy_regularizer, dict):
+            energy_regularizer = keras.saving.deserialize_keras_object(
+                energy_regularizer
+            )
+        if energy_regularizer is not None and not callable(energy_regularizer):
+            raise _invalid(
+                "energy_regularizer",
+                "an EnergyRegularizer, its config, None or 'default'",
+                energy_regularizer,
+            )
+        self.energy_regularizer = energy_regularizer
+        if not isinstance(rescale, bool):
+            raise _invalid("rescale", "a bool", rescale)
+        self.rescale = rescale
+        if padding not in _PADDINGS:
+            raise _invalid("padding", f"one of {_PADDINGS}", padding)
+        self.padding = padding
+        if data_format is None:
+            data_format = keras.config.image_data_format()
+        if data_format not in _DATA_FORMATS:
+            raise _invalid("data_format", f"one of {_DATA_FORMATS}", data_format)
+        self.data_format = data_format
+        self.supports_masking = True
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    @classmethod
+    def paper(cls, **overrides):
+        """Returns an `EnergyMask` with exactly the reference settings.
+
+        Bias initialised to 6.0, `lambda = gamma = 1e-3`, `T = 1`, no
+        coherence, no output rescaling, and a kernel initialised like a
+        PyTorch `nn.Linear` (uniform in `+-1/sqrt(fan_in)`). These settings
+        reproduce the published code; trained from scratch they collapse
+        (keep near 0), so prefer the defaults unless the backbone is frozen
+        and pretrained.
+
+        Args:
+            **overrides: any `EnergyMask` argument, e.g. `patch_size=2`.
+
+        Returns:
+            A new `EnergyMask`.
+
+        Examples:
+
+        ```python
+        import keras_ersm
+        layer = keras_ersm.EnergyMask.paper(patch_size=2)
+        assert layer.coherence_steps == 0 and not layer.rescale
+        ```
+        """
+        settings = dict(
+            temperature=1.0,
+            bias="scalar",
+            kernel_initializer=keras.initializers.VarianceScaling(
+                scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+            ),
+            bias_initializer=keras.initializers.Constant(PAPER_BIAS_INIT),
+            coherence_steps=0,
+            energy_regularizer=EnergyRegularizer(unary=1e-3, pairwise=1e-3),
+            rescale=False,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    def _spatial(self, shape):
+        if self.data_format == "channels_first":
+            return shape[2], shape[3], shape[1]
+        return shape[1], shape[2], shape[3]
+
+    def _grid(self, height, width):
+        p = self.patch_size
+        if self.padding == "same":
+            return -(-height // p), -(-width // p)
+        return height // p, width // p
+
+    def _check_spatial(self, height, width, input_shape):
+        if self.padding != "valid":
+            return
+        for size in (height, width):
+            if size is not None and size % self.patch_size:
+                raise ValueError(
+                    "Invalid input shape for `EnergyMask` with "
+                    f"padding='valid': height and width must be multiples "
+                    f"of patch_size={self.patch_size}. Received: "
+                    f"input_shape={tuple(input_shape)}. Use padding='same' "
+                    "or another patch_size."
+                )
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                "`EnergyMask` expects a 4-D feature map (batch, height, "
+                "width, channels) or (batch, channels, height, width). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        height, width, channels = self._spatial(input_shape)
+        if channels is None:
+            raise ValueError(
+                "`EnergyMask` needs a known channel dimension. Received: "
+                f"input_shape={tuple(input_shape)} with "
+                f"data_format={self.data_format!r}"
+            )
+        self._check_spatial(height, width, input_shape)
+        depth = self.patch_size * self.patch_size * channels
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(depth, 1),
+            initializer=self.kernel_initializer,
+            autocast=False,
+        )
+        if self.bias_kind == "positional":
+            if height is None or width is None:
+                raise ValueError(
+                    "`EnergyMask(bias='positional')` needs a static spatial "
+                    f"size. Received: input_shape={tuple(input_shape)}. Use "
+                    "bias='scalar' for inputs of any size."
+                )
+            bias_shape = self._grid(height, width)
+        else:
+            bias_shape = ()
+        self.bias = self.add_weight(
+            name="bias",
+            shape=bias_shape,
+            initializer=self.bias_initializer,
+            autocast=False,
+        )
+        if self.coherence_steps > 0:
+            self.coherence = self.add_weight(
+                name="coherence",
+                shape=(),
+                initializer=keras.initializers.Constant(self.coherence_init),
+                constraint=keras.constraints.NonNeg(),
+                autocast=False,
+            )
+        else:
+            self.coherence = None
+
+    def _tokens(self, inputs):
+        """Float32 channels_last tokens and the original height and width."""
+        x = ersm_ops.to_channels_last(ops.cast(inputs, "float32"), self.data_format)
+        height, width = x.shape[1], x.shape[2]
+        self._check_spatial(height, width, inputs.shape)
+        if self.padding == "same" and self.patch_size > 1:
+            p = self.patch_size
+            dyn_h, dyn_w = ops.shape(x)[1], ops.shape(x)[2]
+            x = ops.pad(x, ((0, 0), (0, (-dyn_h) % p), (0, (-dyn_w) % p), (0, 0)))
+        return ersm_ops.tokenize(x, self.patch_size)
+
+    def _compute_terms(self, inputs):
+        tokens = self._tokens(inputs)
+        p_hat, norms = ersm_ops.normalize_tokens(tokens)
+        scores = ops.matmul(p_hat, self.kernel)[..., 0] + self.bias
+        logits = -scores / self.temperature
+        if self.coherence_steps > 0:
+            keep = ersm_ops.mean_field(logits, self.coherence, self.coherence_steps)
+        else:
+            keep = ops.sigmoid(logits)
+        redundancy = ersm_ops.redundancy(p_hat, norms)
+        return {"scores": scores, "keep": keep, "redundancy": redundancy}
+
+    def energy_terms(self, inputs):
+        """Computes the layer's per-token terms for a batch.
+
+        Args:
+            inputs: 4-D feature map, as passed to `call`.
+
+        Returns:
+            Dict of float32 tensors of shape `(B, gh, gw)`: `"scores"` (z),
+            `"keep"`, `"redundancy"` (S) and, when the layer has an
+            `energy_regularizer`, `"energy"` (E).
+        """
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        terms = self._compute_terms(inputs)
+        if self.energy_regularizer is not None:
+            terms["energy"] = self.energy_regularizer.energy(
+                terms["scores"], terms["redundancy"]
+            )
+        return terms
+
+    def apply_keep(self, inputs, keep):
+        """Multiplies a feature map by a `(B, gh, gw)` keep map.
+
+        The keep map is upsampled to the feature map (and cropped back when
+        `padding="same"`), rescaled by its per-image mean when `rescale=True`,
+        and cast to the inputs' dtype.
+
+        Args:
+            inputs: 4-D feature map.
+            keep: keep map `(B, gh, gw)`.
+
+        Returns:
+            The masked feature map, same shape and dtype as `inputs`.
+        """
+        keep = ops.cast(keep, "float32")
+        if self.rescale:
+            mean_keep = ops.mean(keep, axis=(1, 2), keepdims=True)
+            keep = keep / (mean_keep + ersm_ops.EPSILON)
+        keep = ersm_ops.upsample_tokens(keep, self.patch_size)
+        if self.padding == "same" and self.patch_size > 1:
+            height, width, _ = self._spatial(ops.shape(inputs))
+            keep = keep[:, :height, :width]
+        axis = 1 if self.data_format == "channels_first" else -1
+        keep = ops.expand_dims(ops.cast(keep, inputs.dtype), axis)
+        return inputs * keep
+
+    def call(self, inputs, training=None):
+        terms = self._compute_terms(inputs)
+        if self.energy_regularizer is not None:
+            self.add_loss(
+                self.energy_regularizer(
+                    terms["keep"], terms["scores"], terms["redundancy"]
+                )
+            )
+        return self.apply_keep(inputs, terms["keep"])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def get_config(self):
+        config = super().get_config()
+        regularizer = self.energy_regularizer
+        config.update(
+            {
+                "patch_size": self.patch_size,
+                "temperature": self.temperature,
+                "bias": self.bias_kind,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "coherence_steps": self.coherence_steps,
+                "coherence_init": self.coherence_init,
+                "energy_regularizer": (
+                    None
+                    if regularizer is None
+                    else keras.saving.serialize_keras_object(regularizer)
+                ),
+                "rescale": self.rescale,
+                "padding": self.padding,
+                "data_format": self.data_format,
+            }
+        )
+        return config

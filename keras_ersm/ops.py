@@ -1,0 +1,160 @@
+"""Pure `keras.ops` building blocks of Energy-Regularized Spatial Masking.
+
+Every function here is backend-agnostic, differentiable and jit-safe. Token
+maps are always channels_last: `(batch, grid_h, grid_w, depth)` with
+`depth = patch_size * patch_size * channels` ordered (row in patch, column in
+patch, channel), as in DESIGN.md section 1.
+"""
+
+from keras import ops
+
+EPSILON = 1e-6
+# Floor under the squared norm before the square root: keeps the gradient of
+# an all-zero token finite (0 instead of 0 * inf) and is far below EPSILON.
+_NORM_FLOOR = 1e-30
+
+
+def to_channels_last(x, data_format):
+    """Returns a 4-D feature map in channels_last order."""
+    if data_format == "channels_first":
+        return ops.transpose(x, (0, 2, 3, 1))
+    return x
+
+
+def tokenize(x, patch_size):
+    """Cuts a channels_last feature map into non-overlapping patches.
+
+    Args:
+        x: tensor of shape `(B, H, W, C)`; `H` and `W` divisible by
+            `patch_size`.
+        patch_size: int, side `p` of a square patch.
+
+    Returns:
+        Tensor of shape `(B, H // p, W // p, p * p * C)`, each token ordered
+        (row in patch, column in patch, channel).
+
+    Examples:
+
+    ```python
+    import numpy as np
+    from keras_ersm import ops as ersm_ops
+    x = np.arange(2 * 4 * 4 * 3, dtype="float32").reshape(2, 4, 4, 3)
+    tokens = ersm_ops.tokenize(x, 2)
+    assert tuple(tokens.shape) == (2, 2, 2, 12)
+    ```
+    """
+    if patch_size == 1:
+        return x
+    p = patch_size
+    _, h, w, c = ops.shape(x)
+    x = ops.reshape(x, (-1, h // p, p, w // p, p, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, h // p, w // p, p * p * c))
+
+
+def untokenize(tokens, patch_size, channels):
+    """Inverse of `tokenize`: `(B, gh, gw, p*p*C)` back to `(B, H, W, C)`."""
+    if patch_size == 1:
+        return tokens
+    p = patch_size
+    _, gh, gw, _ = ops.shape(tokens)
+    x = ops.reshape(tokens, (-1, gh, gw, p, p, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, gh * p, gw * p, channels))
+
+
+def token_norms(tokens):
+    """L2 norm of each token, `(B, gh, gw)`, with a finite gradient at 0."""
+    squared = ops.sum(ops.square(tokens), axis=-1)
+    return ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
+
+
+def normalize_tokens(tokens, epsilon=EPSILON):
+    """Returns `(p_hat, norms)`: `p_hat = x / (||x|| + epsilon)` per token."""
+    norms = token_norms(tokens)
+    p_hat = tokens / (norms + epsilon)[..., None]
+    return p_hat, norms
+
+
+def box_sum_3x3(x):
+    """Sum over each 3x3 neighbourhood (self included) of a channels_last map.
+
+    Positions outside the grid count as zero. Computed as two separable
+    three-term sums, so the cost is linear in the number of elements.
+
+    Args:
+        x: tensor `(B, gh, gw, D)`.
+
+    Returns:
+        Tensor of the same shape.
+    """
+    padded = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    rows = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]
+    return rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
+
+
+def neighbour_sum(x):
+    """Sum over the 8 neighbours (self excluded) of a `(B, gh, gw)` map."""
+    return box_sum_3x3(x[..., None])[..., 0] - x
+
+
+def redundancy(p_hat, norms=None, epsilon=EPSILON):
+    """Neighbour redundancy `S_i = sum_{j in N8(i)} p_hat_i . p_hat_j`.
+
+    Uses `S_i = p_hat_i . (box3x3(p_hat)_i - p_hat_i)`: one box sum and one
+    dot product, no shifted copies.
+
+    Args:
+        p_hat: normalised tokens `(B, gh, gw, D)`.
+        norms: optional token norms from `normalize_tokens`; when given,
+            `||p_hat_i||^2` is computed from them instead of from `p_hat`.
+        epsilon: the normalisation epsilon used for `p_hat`.
+
+    Returns:
+        Tensor `(B, gh, gw)`.
+    """
+    dots = ops.sum(p_hat * box_sum_3x3(p_hat), axis=-1)
+    if norms is None:
+        self_dot = ops.sum(ops.square(p_hat), axis=-1)
+    else:
+        self_dot = ops.square(norms / (norms + epsilon))
+    return dots - self_dot
+
+
+def mean_field(logits, coupling, steps):
+    """Unrolled mean-field updates of a binary Potts field over N8.
+
+    `q^0 = sigmoid(a)`, `q^{t+1} = sigmoid(a + beta * sum_{N8} (2 q^t - 1))`,
+    with positions outside the grid contributing nothing.
+
+    Args:
+        logits: unary logits `a`, shape `(B, gh, gw)`.
+        coupling: non-negative scalar `beta`.
+        steps: number of updates `K` (Python int, `0` returns
+            `sigmoid(logits)`).
+
+    Returns:
+        The marginals `q^K`, same shape as `logits`.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    from keras_ersm import ops as ersm_ops
+    a = np.random.default_rng(0).normal(size=(1, 6, 6)).astype("float32")
+    q = ersm_ops.mean_field(a, 1.0, steps=3)
+    assert tuple(q.shape) == (1, 6, 6)
+    ```
+    """
+    q = ops.sigmoid(logits)
+    for _ in range(steps):
+        q = ops.sigmoid(logits + coupling * neighbour_sum(2.0 * q - 1.0))
+    return q
+
+
+def upsample_tokens(token_map, patch_size):
+    """Repeats a `(B, gh, gw)` map `p` times along both grid axes."""
+    if patch_size == 1:
+        return token_map
+    token_map = ops.repeat(token_map, patch_size, axis=1)
+    return ops.repeat(token_map, patch_size, axis=2)

@@ -1,0 +1,91 @@
+"""The energy of ERSM as a Keras regularizer."""
+
+import keras
+from keras import ops
+
+
+def _check_non_negative(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"Invalid value for argument `{name}`. Expected a non-negative "
+            f"number. Received: {name}={value!r}"
+        )
+    if value < 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a non-negative "
+            f"number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_ersm")
+class EnergyRegularizer(keras.regularizers.Regularizer):
+    """Turns an `EnergyMask`'s keep map, scores and redundancy into a loss.
+
+    Per token `i`, the energy is
+
+        E_i = unary * softplus(z_i) + pairwise * softplus(S_i)
+
+    and the loss is `weight * mean(keep_i * E_i)` over the batch and the
+    tokens, exactly the reference ERSM loss when `weight=1`. The energy is
+    computed in float32 whatever the inputs' dtype.
+
+    Args:
+        unary: non-negative float, `lambda`, the weight of the score term.
+            Defaults to `1e-3`.
+        pairwise: non-negative float, `gamma`, the weight of the neighbour
+            redundancy term. Defaults to `1e-3`.
+        weight: non-negative float multiplying the whole loss. Defaults to
+            `1.0`.
+
+    Call arguments:
+        keep: keep probabilities, shape `(B, gh, gw)`.
+        scores: scores `z`, same shape.
+        redundancy: neighbour redundancy `S`, same shape.
+
+    Returns:
+        A float32 scalar.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    import keras_ersm
+    reg = keras_ersm.EnergyRegularizer(unary=1e-3, pairwise=1e-3)
+    keep = np.full((2, 4, 4), 0.5, "float32")
+    scores = np.zeros((2, 4, 4), "float32")
+    loss = reg(keep, scores, scores)
+    assert abs(float(loss) - 0.5 * 2e-3 * np.log(2.0)) < 1e-7
+    ```
+    """
+
+    def __init__(self, unary=1e-3, pairwise=1e-3, weight=1.0):
+        self.unary = _check_non_negative("unary", unary)
+        self.pairwise = _check_non_negative("pairwise", pairwise)
+        self.weight = _check_non_negative("weight", weight)
+
+    def energy(self, scores, redundancy):
+        """Per-token energy `E`, float32, same shape as `scores`."""
+        scores = ops.cast(scores, "float32")
+        redundancy = ops.cast(redundancy, "float32")
+        return self.unary * ops.softplus(scores) + self.pairwise * ops.softplus(
+            redundancy
+        )
+
+    def __call__(self, keep, scores, redundancy):
+        keep = ops.cast(keep, "float32")
+        energy = self.energy(scores, redundancy)
+        return self.weight * ops.mean(keep * energy)
+
+    def get_config(self):
+        return {
+            "unary": self.unary,
+            "pairwise": self.pairwise,
+            "weight": self.weight,
+        }
+
+    def __repr__(self):
+        return (
+            f"EnergyRegularizer(unary={self.unary}, pairwise={self.pairwise}, "
+            f"weight={self.weight})"
+        )
