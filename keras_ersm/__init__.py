@@ -1,8 +1,16 @@
 """keras_ersm: Energy-Regularized Spatial Masking for Keras 3."""
 
+from keras_ersm import datasets, evaluation, models
 from keras_ersm.layers.energy_mask import EnergyMask
 from keras_ersm.regularizers import EnergyRegularizer
 
 __version__ = "0.1.0"
 
-__all__ = ["EnergyMask", "EnergyRegularizer", "__version__"]
+__all__ = [
+    "EnergyMask",
+    "EnergyRegularizer",
+    "datasets",
+    "evaluation",
+    "models",
+    "__version__",
+]

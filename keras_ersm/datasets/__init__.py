@@ -1,0 +1,1 @@
+"""Datasets: CIFAR-10 through tensorflow-datasets and the bundled cluttered benchmark."""

@@ -1,0 +1,1 @@
+"""Evaluation of occlusion robustness, deletion curves and localization."""
