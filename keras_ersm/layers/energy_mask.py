@@ -175,7 +175,6 @@ class EnergyMask(keras.layers.Layer):
             raise _invalid("data_format", f"one of {_DATA_FORMATS}", data_format)
         self.data_format = data_format
         self.supports_masking = True
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     @classmethod
     def paper(cls, **overrides):
