@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_ersm import ops as ersm_ops
+from keras_ersm.layers import _numpy_reference as ref
+
+
+def _np(x):
+    return ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_tokenize_order_and_round_trip(p):
+    x = np.random.default_rng(0).normal(size=(2, 6, 12, 4)).astype("float32")
+    tokens = ersm_ops.tokenize(x, p)
+    np.testing.assert_array_equal(_np(tokens), ref.tokens(x, p).astype("float32"))
+    np.testing.assert_array_equal(_np(ersm_ops.untokenize(tokens, p, 4)), x)
+
+
+def test_channels_first_tokens_use_row_col_channel_order():
+    x = np.random.default_rng(1).normal(size=(2, 3, 4, 4)).astype("float32")
+    tokens = ersm_ops.tokenize(ersm_ops.to_channels_last(x, "channels_first"), 2)
+    expected = ref.tokens(x, 2, "channels_first")
+    np.testing.assert_array_equal(_np(tokens), expected.astype("float32"))
+
+
+def test_box_sum_and_neighbour_sum_match_explicit_loops():
+    x = np.random.default_rng(2).normal(size=(2, 5, 4, 3))
+    box = _np(ersm_ops.box_sum_3x3(x.astype("float32")))
+    np.testing.assert_allclose(box, ref.neighbour_sum(x) + x, rtol=1e-5, atol=1e-5)
+    m = x[..., 0]
+    np.testing.assert_allclose(
+        _np(ersm_ops.neighbour_sum(m.astype("float32"))),
+        ref.neighbour_sum(m),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_redundancy_matches_shifted_dot_products():
+    x = np.random.default_rng(3).normal(size=(2, 5, 6, 7)).astype("float32")
+    p_hat, norms = ersm_ops.normalize_tokens(x)
+    expected = ref.reference_ersm(x, np.zeros((7, 1)), 0.0)["redundancy"]
+    np.testing.assert_allclose(
+        _np(ersm_ops.redundancy(p_hat, norms)), expected, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        _np(ersm_ops.redundancy(p_hat)), expected, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_normalize_zero_token_is_zero_and_norms_finite():
+    x = np.zeros((1, 2, 2, 3), "float32")
+    p_hat, norms = ersm_ops.normalize_tokens(x)
+    assert np.all(_np(p_hat) == 0)
+    assert np.all(np.isfinite(_np(norms)))
+
+
+def test_mean_field_zero_steps_is_sigmoid_and_isolated_token_stays():
+    a = np.random.default_rng(4).normal(size=(1, 4, 4)).astype("float32")
+    np.testing.assert_allclose(
+        _np(ersm_ops.mean_field(a, 2.0, 0)), ref.sigmoid(a), rtol=1e-6
+    )
+    single = np.zeros((1, 1, 1), "float32")
+    # A 1x1 grid has no neighbours: coupling changes nothing.
+    np.testing.assert_allclose(_np(ersm_ops.mean_field(single, 5.0, 3)), 0.5)
+
+
+def test_upsample_tokens():
+    m = np.arange(6, dtype="float32").reshape(1, 2, 3)
+    up = _np(ersm_ops.upsample_tokens(m, 2))
+    assert up.shape == (1, 4, 6)
+    np.testing.assert_array_equal(up[0, :2, :2], 0.0)
+    np.testing.assert_array_equal(up[0, 2:, 4:], 5.0)
