@@ -1,1 +1,5 @@
-"""Datasets: CIFAR-10 through tensorflow-datasets and the bundled cluttered benchmark."""
+"""Datasets: CIFAR-10 (tensorflow-datasets) and the bundled cluttered benchmark."""
+
+from keras_ersm.datasets.cluttered import GLYPHS, make_cluttered
+
+__all__ = ["GLYPHS", "make_cluttered"]
