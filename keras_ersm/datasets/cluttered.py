@@ -38,8 +38,8 @@ _GLYPH_ROWS = {
     "X": ("#...#", "#...#", ".#.#.", "..#..", ".#.#.", "#...#", "#...#"),
 }
 
-#: The glyph drawn for each class, in class order (class `i` is `GLYPHS[i]`).
 GLYPHS = tuple(_GLYPH_ROWS)
+"""The glyph drawn for each class, in class order (class `i` is `GLYPHS[i]`)."""
 _BITMAPS = np.array(
     [[[c == "#" for c in row] for row in _GLYPH_ROWS[g]] for g in GLYPHS],
     dtype=bool,
