@@ -63,17 +63,39 @@ def untokenize(tokens, patch_size, channels):
     return ops.reshape(x, (-1, gh * p, gw * p, channels))
 
 
+def _scaled_tokens(tokens):
+    """Returns `(unit, scale, unit_norms)` with `tokens = unit * scale`.
+
+    `scale` is each token's largest magnitude (1 for an all-zero token), so
+    `unit` lies in [-1, 1] and its squared norm neither overflows (for
+    magnitudes up to the float32 maximum) nor underflows.
+    """
+    scale = ops.max(ops.abs(tokens), axis=-1, initial=0.0)
+    scale = ops.where(scale > 0, scale, ops.ones_like(scale))
+    unit = tokens / scale[..., None]
+    squared = ops.sum(ops.square(unit), axis=-1)
+    return unit, scale, ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
+
+
 def token_norms(tokens):
-    """L2 norm of each token, `(B, gh, gw)`, with a finite gradient at 0."""
-    squared = ops.sum(ops.square(tokens), axis=-1)
-    return ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
+    """L2 norm of each token, `(B, gh, gw)`, with a finite gradient at 0.
+
+    Computed as `scale * ||x / scale||` with `scale = max |x|`, so huge
+    (e.g. 1e30) and tiny (e.g. 1e-30) magnitudes give the right norm.
+    """
+    _, scale, unit_norms = _scaled_tokens(tokens)
+    return scale * unit_norms
 
 
 def normalize_tokens(tokens, epsilon=EPSILON):
-    """Returns `(p_hat, norms)`: `p_hat = x / (||x|| + epsilon)` per token."""
-    norms = token_norms(tokens)
-    p_hat = tokens / (norms + epsilon)[..., None]
-    return p_hat, norms
+    """Returns `(p_hat, norms)`: `p_hat = x / (||x|| + epsilon)` per token.
+
+    `p_hat` is computed as `(x / s) / (||x / s|| + epsilon / s)` with
+    `s = max |x|`, the same value without overflow for huge magnitudes.
+    """
+    unit, scale, unit_norms = _scaled_tokens(tokens)
+    p_hat = unit / (unit_norms + epsilon / scale)[..., None]
+    return p_hat, scale * unit_norms
 
 
 def box_sum_3x3(x):
@@ -117,7 +139,8 @@ def redundancy(p_hat, norms=None, epsilon=EPSILON):
     if norms is None:
         self_dot = ops.sum(ops.square(p_hat), axis=-1)
     else:
-        self_dot = ops.square(norms / (norms + epsilon))
+        # norms / (norms + epsilon), finite for infinite norms too.
+        self_dot = ops.square(1.0 / (1.0 + epsilon / norms))
     return dots - self_dot
 
 
@@ -146,6 +169,7 @@ def mean_field(logits, coupling, steps):
     assert tuple(q.shape) == (1, 6, 6)
     ```
     """
+    logits = ops.convert_to_tensor(logits)
     q = ops.sigmoid(logits)
     for _ in range(steps):
         q = ops.sigmoid(logits + coupling * neighbour_sum(2.0 * q - 1.0))

@@ -75,7 +75,9 @@ class EnergyRegularizer(keras.regularizers.Regularizer):
     def __call__(self, keep, scores, redundancy):
         keep = ops.cast(keep, "float32")
         energy = self.energy(scores, redundancy)
-        return self.weight * ops.mean(keep * energy)
+        # mean(keep * energy), and 0 (not NaN) for an empty batch.
+        count = ops.sum(ops.ones_like(energy))
+        return self.weight * ops.divide_no_nan(ops.sum(keep * energy), count)
 
     def get_config(self):
         return {

@@ -60,6 +60,15 @@ class EnergyMask(keras.layers.Layer):
     Scores, keep and energy are computed in float32 whatever the compute
     dtype; the output is in the compute dtype.
 
+    NaN policy: finite inputs of any magnitude (all zeros, 1e-30, 1e30)
+    give finite outputs and a keep in [0, 1], an empty batch gives an empty
+    output and a zero loss. Non-finite inputs are not sanitised: a token
+    holding a NaN or an Inf gets a NaN score and keep, hence a NaN output,
+    and the energy loss becomes NaN (`keras.callbacks.TerminateOnNaN` stops
+    such a fit). With `coherence_steps=0` and `rescale=False` the other
+    tokens are unaffected; the mean-field steps spread the NaN to the
+    neighbours, and `rescale=True` to the whole image.
+
     The defaults train from scratch; `EnergyMask.paper()` gives the
     reference implementation's settings (bias initialised to 6.0).
 
@@ -302,10 +311,13 @@ class EnergyMask(keras.layers.Layer):
     def _compute_terms(self, inputs):
         tokens = self._tokens(inputs)
         p_hat, norms = ersm_ops.normalize_tokens(tokens)
-        scores = ops.matmul(p_hat, self.kernel)[..., 0] + self.bias
+        # Weights are float16 under a plain "float16" dtype policy.
+        kernel = ops.cast(self.kernel, "float32")
+        scores = ops.matmul(p_hat, kernel)[..., 0] + ops.cast(self.bias, "float32")
         logits = -scores / self.temperature
         if self.coherence_steps > 0:
-            keep = ersm_ops.mean_field(logits, self.coherence, self.coherence_steps)
+            coherence = ops.cast(self.coherence, "float32")
+            keep = ersm_ops.mean_field(logits, coherence, self.coherence_steps)
         else:
             keep = ops.sigmoid(logits)
         redundancy = ersm_ops.redundancy(p_hat, norms)
