@@ -1,0 +1,303 @@
+"""Keras callbacks that evaluate masks during `fit`.
+
+Every callback stores its data in the constructor (cheap: nothing is built
+or run there) and evaluates in `on_epoch_end` on epochs `0, every,
+2 * every, ...` and on the last epoch. Figures go into `logs` under a prefix
+with a slash (`"deletion/energy_auc"`, `"occlusion/clean"`,
+`"mask/mean_keep"`), so `History`, and `CSVLogger` and `TensorBoard` listed
+after the callback, record them; `CSVLogger` writes `NA` on epochs where a
+callback did not run (it fixes its columns at the first epoch, where every
+callback runs). Under JAX, evaluation runs on the model's synced state
+(`model.jax_state_sync()` is called first; a no-op when already synced).
+"""
+
+import os
+
+import keras
+
+from keras_ersm import evaluation, visualization
+from keras_ersm.evaluation._graph import invalid
+
+
+def _check_every(every):
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise invalid("every", "a positive integer", every)
+    return every
+
+
+def _check_prefix(prefix):
+    if not isinstance(prefix, str) or not prefix:
+        raise invalid("prefix", "a non-empty string", prefix)
+    return prefix
+
+
+class _EvaluationCallback(keras.callbacks.Callback):
+    def __init__(self, every, prefix):
+        super().__init__()
+        self.every = _check_every(every)
+        self.prefix = _check_prefix(prefix)
+        self.last_result = None
+
+    def _should_run(self, epoch):
+        epochs = (self.params or {}).get("epochs")
+        return epoch % self.every == 0 or (epochs is not None and epoch == epochs - 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._should_run(epoch):
+            return
+        sync = getattr(self.model, "jax_state_sync", None)
+        if callable(sync):
+            sync()
+        self.last_result = self.evaluate(epoch)
+        if logs is not None:
+            for name, value in self.scalars(self.last_result).items():
+                logs[f"{self.prefix}/{name}"] = float(value)
+
+    def evaluate(self, epoch):
+        raise NotImplementedError
+
+    def scalars(self, result):
+        return {}
+
+
+class DeletionCurve(_EvaluationCallback):
+    """Logs the deletion-curve AUC of each order during training.
+
+    Runs `keras_ersm.evaluation.deletion_curve` on epochs `0, every, ...`
+    and the last, and writes `"{prefix}/{order}_auc"` (trapezoid of the
+    accuracy in % over the deleted fraction) into `logs`.
+
+    Args:
+        data: labelled validation data, as for `deletion_curve`.
+        layer: name of the `EnergyMask` layer, or `None` for the last one.
+            Defaults to `None`.
+        orders: deletion orders. Defaults to `("energy", "magnitude",
+            "random")`.
+        every: evaluate every this many epochs. Defaults to `1`.
+        prefix: prefix of the log keys. Defaults to `"deletion"`.
+        **kwargs: other `deletion_curve` arguments (`direction`, `steps`,
+            `replace_keep`, `batch_size`, `seed`, ...).
+
+    Examples:
+
+    ```python
+    import numpy as np
+    import keras
+    import keras_ersm
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras_ersm.EnergyMask(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.rand(16, 8, 8, 3).astype("float32")
+    y = np.random.randint(0, 2, 16)
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[
+        keras_ersm.callbacks.DeletionCurve((x, y), steps=5)])
+    assert "deletion/energy_auc" in history.history
+    ```
+    """
+
+    def __init__(
+        self,
+        data,
+        layer=None,
+        orders=("energy", "magnitude", "random"),
+        every=1,
+        prefix="deletion",
+        **kwargs,
+    ):
+        super().__init__(every, prefix)
+        self.data = data
+        self.layer = layer
+        self.orders = tuple(orders)
+        self.kwargs = kwargs
+
+    def evaluate(self, epoch):
+        return evaluation.deletion_curve(
+            self.model, self.data, layer=self.layer, orders=self.orders, **self.kwargs
+        )
+
+    def scalars(self, result):
+        return {f"{order}_auc": auc for order, auc in result.auc.items()}
+
+
+class OcclusionRobustness(_EvaluationCallback):
+    """Logs accuracy under occlusion during training.
+
+    Runs `keras_ersm.evaluation.occlusion_robustness` on epochs `0, every,
+    ...` and the last, and writes `"{prefix}/clean"` and
+    `"{prefix}/{setting}"` (accuracy in %) into `logs`. Works on any
+    classifier, with or without a mask layer.
+
+    Args:
+        data: labelled validation data, as for `occlusion_robustness`.
+        every: evaluate every this many epochs. Defaults to `1`.
+        prefix: prefix of the log keys. Defaults to `"occlusion"`.
+        **kwargs: other `occlusion_robustness` arguments (`patch_sizes`,
+            `fractions`, `hide_sizes`, `object_masks`, `fill`, `seed`, ...).
+
+    Examples:
+
+    ```python
+    import numpy as np
+    import keras
+    import keras_ersm
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.rand(16, 8, 8, 3).astype("float32")
+    y = np.random.randint(0, 2, 16)
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[
+        keras_ersm.callbacks.OcclusionRobustness(
+            (x, y), patch_sizes=(4,), fractions=(0.25,), hide_sizes=())])
+    assert "occlusion/cutout_4px_25pct" in history.history
+    ```
+    """
+
+    def __init__(self, data, every=1, prefix="occlusion", **kwargs):
+        super().__init__(every, prefix)
+        self.data = data
+        self.kwargs = kwargs
+
+    def evaluate(self, epoch):
+        return evaluation.occlusion_robustness(self.model, self.data, **self.kwargs)
+
+    def scalars(self, result):
+        return {"clean": result.clean_accuracy, **result.accuracy}
+
+
+class MaskStatistics(_EvaluationCallback):
+    """Logs statistics of an EnergyMask layer's keep maps during training.
+
+    Runs `keras_ersm.evaluation.mask_statistics` on epochs `0, every, ...`
+    and the last, and writes `"{prefix}/mean_keep"`,
+    `"{prefix}/active_fraction"`, `"{prefix}/entropy"`, `"{prefix}/spread"`,
+    `"{prefix}/mean_keep_min"` and `"{prefix}/mean_keep_max"` into `logs`.
+
+    Args:
+        data: images or (labelled) data, as for `mask_statistics`.
+        layer: name of the `EnergyMask` layer, or `None` for the last one.
+            Defaults to `None`.
+        every: evaluate every this many epochs. Defaults to `1`.
+        prefix: prefix of the log keys. Defaults to `"mask"`.
+        batch_size: images per forward pass. Defaults to `32`.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    import keras
+    import keras_ersm
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras_ersm.EnergyMask(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.rand(16, 8, 8, 3).astype("float32")
+    y = np.random.randint(0, 2, 16)
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[
+        keras_ersm.callbacks.MaskStatistics(x)])
+    assert "mask/mean_keep" in history.history
+    ```
+    """
+
+    def __init__(self, data, layer=None, every=1, prefix="mask", batch_size=32):
+        super().__init__(every, prefix)
+        self.data = data
+        self.layer = layer
+        self.batch_size = batch_size
+
+    def evaluate(self, epoch):
+        return evaluation.mask_statistics(
+            self.model, self.data, layer=self.layer, batch_size=self.batch_size
+        )
+
+    def scalars(self, result):
+        return dict(result.values)
+
+
+class MaskSnapshot(_EvaluationCallback):
+    """Saves PNG overlays of an EnergyMask layer's keep maps on images.
+
+    On epochs `0, every, ...` and the last, writes
+    `"{directory}/{layer}_epoch_{epoch:04d}.png"`: each image above, and
+    below it the keep map (nearest neighbour, colormap `"jet"` in [0, 1])
+    over the image. Writes `"{prefix}/mean_keep"` of the snapshot images
+    into `logs`.
+
+    Args:
+        images: array of a few images `(B, H, W, C)`.
+        directory: folder for the PNG files (created if needed).
+        layer: name of the `EnergyMask` layer, or `None` for the last one.
+            Defaults to `None`.
+        every: save every this many epochs. Defaults to `1`.
+        max_images: at most this many images per snapshot. Defaults to `8`.
+        prefix: prefix of the log key. Defaults to `"snapshot"`.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    import keras
+    import keras_ersm
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras_ersm.EnergyMask(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.rand(16, 8, 8, 3).astype("float32")
+    y = np.random.randint(0, 2, 16)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[
+        keras_ersm.callbacks.MaskSnapshot(x[:4], "/tmp/ersm_snapshots")])
+    ```
+    """
+
+    def __init__(
+        self, images, directory, layer=None, every=1, max_images=8, prefix="snapshot"
+    ):
+        super().__init__(every, prefix)
+        if not isinstance(directory, (str, os.PathLike)):
+            raise invalid("directory", "a path", directory)
+        if (
+            isinstance(max_images, bool)
+            or not isinstance(max_images, int)
+            or (max_images < 1)
+        ):
+            raise invalid("max_images", "a positive integer", max_images)
+        self.images = images
+        self.directory = os.fspath(directory)
+        self.layer = layer
+        self.max_images = max_images
+        self.paths = []
+
+    def evaluate(self, epoch):
+        images = self.images[: self.max_images]
+        mask, keep, _ = evaluation.statistics.keep_maps(self.model, images, self.layer)
+        os.makedirs(self.directory, exist_ok=True)
+        figure = visualization.overlay_keep(
+            images, keep, data_format=mask.data_format, max_images=self.max_images
+        )
+        path = os.path.join(self.directory, f"{mask.name}_epoch_{epoch:04d}.png")
+        figure.savefig(path, dpi=80)
+        self.paths.append(path)
+        return keep
+
+    def scalars(self, result):
+        return {"mean_keep": float(result.mean())}

@@ -1,0 +1,140 @@
+"""Data handling shared by the evaluation functions (internal).
+
+`iter_batches` turns whatever `model.evaluate` accepts into numpy batches:
+an `(x, y)` (or `(x, y, sample_weight)`) tuple of arrays, a `tf.data.Dataset`
+or any iterable of such tuples (e.g. a torch `DataLoader`), or a
+`keras.utils.PyDataset`.
+"""
+
+import keras
+import numpy as np
+
+from keras_ersm.evaluation._graph import invalid
+
+
+def to_numpy(value):
+    if isinstance(value, np.ndarray):
+        return value
+    return keras.ops.convert_to_numpy(value)
+
+
+def _describe(data):
+    shape = getattr(data, "shape", None)
+    if shape is not None:
+        return f"{type(data).__name__} of shape {tuple(shape)}"
+    return repr(data)[:200]
+
+
+def _is_array(value):
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _is_inputs(value):
+    if _is_array(value):
+        return True
+    if isinstance(value, dict):
+        return all(_is_array(v) for v in value.values())
+    if isinstance(value, list) and value:
+        return all(_is_array(v) for v in value)
+    return False
+
+
+def _split_item(item, data, labels):
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        x, y = item[0], item[1]
+    else:
+        x, y = item, None
+    if labels and y is None:
+        raise ValueError(
+            "Invalid value for argument `data`. Expected labelled data: "
+            "`(x, y)` arrays, or a dataset / PyDataset yielding `(x, y)` "
+            f"batches. Received: data={_describe(data)} without labels"
+        )
+    x = keras.tree.map_structure(to_numpy, x)
+    return x, (None if y is None else to_numpy(y))
+
+
+def iter_batches(data, batch_size, labels=True):
+    """Yields `(x, y)` numpy batches (`y` is None when `labels=False`)."""
+    if isinstance(data, tuple) and len(data) in (2, 3) and _is_inputs(data[0]):
+        x, y = data[0], data[1]
+        if labels and y is None:
+            _split_item((x,), data, labels)
+        num = len(keras.tree.flatten(x)[0])
+        for start in range(0, num, batch_size):
+            part = keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x)
+            yield _split_item(
+                (part, None if y is None else y[start : start + batch_size]),
+                data,
+                labels,
+            )
+        return
+    if _is_inputs(data):
+        if labels:
+            _split_item(data, data, labels)
+        num = len(keras.tree.flatten(data)[0])
+        for start in range(0, num, batch_size):
+            yield (
+                keras.tree.map_structure(
+                    lambda a, s=start: to_numpy(a[s : s + batch_size]), data
+                ),
+                None,
+            )
+        return
+    if isinstance(data, keras.utils.PyDataset):
+        num = data.num_batches
+        if num is None:
+            num = len(data)
+        for index in range(num):
+            yield _split_item(data[index], data, labels)
+        return
+    if hasattr(data, "as_numpy_iterator"):
+        iterator = data.as_numpy_iterator()
+    elif hasattr(data, "__iter__") and not isinstance(data, (str, bytes, dict)):
+        iterator = iter(data)
+    else:
+        raise invalid(
+            "data",
+            "(x, y) arrays, a tf.data.Dataset, a keras.utils.PyDataset or an "
+            "iterable of (x, y) batches",
+            data,
+        )
+    for item in iterator:
+        yield _split_item(item, data, labels)
+
+
+def batch_size_of(x):
+    return len(keras.tree.flatten(x)[0])
+
+
+def labels_to_classes(y):
+    """Sparse integer labels from sparse or one-hot labels."""
+    y = np.asarray(y)
+    if y.ndim >= 2 and y.shape[-1] > 1:
+        return np.argmax(y, axis=-1).reshape(-1)
+    return y.reshape(-1).astype("int64")
+
+
+def predictions_to_classes(predictions):
+    """Predicted classes: argmax, or `p > 0.5` for one output unit."""
+    predictions = to_numpy(predictions)
+    if predictions.ndim >= 2 and predictions.shape[-1] > 1:
+        return np.argmax(predictions, axis=-1).reshape(-1)
+    return (predictions.reshape(-1) > 0.5).astype("int64")
+
+
+def check_batch_size(batch_size, name="batch_size"):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise invalid(name, "a positive integer", batch_size)
+    if batch_size < 1:
+        raise invalid(name, "a positive integer", batch_size)
+    return batch_size
+
+
+def trapezoid(y, x):
+    """Trapezoid rule (numpy 1 and 2 compatible)."""
+    y = np.asarray(y, dtype="float64")
+    x = np.asarray(x, dtype="float64")
+    if len(x) < 2:
+        return 0.0
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))

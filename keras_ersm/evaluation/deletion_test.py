@@ -1,0 +1,213 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_ersm
+from keras_ersm.evaluation import _test_utils, deletion
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y, objects = _test_utils.synthetic_data()
+    return _test_utils.trained_model(), x, y
+
+
+def _accuracy(logits, y):
+    return 100.0 * np.mean(np.argmax(keras.ops.convert_to_numpy(logits), -1) == y)
+
+
+def _naive_curve(model, x, y, orders, batch_size, seed, replace_keep=False):
+    """One model call per deletion step and batch, written independently."""
+    conv, mask = model.get_layer("conv"), model.get_layer("mask")
+    pool, dense = model.get_layer("pool"), model.get_layer("dense")
+    rng = np.random.default_rng(seed)
+    n = None
+    correct = {}
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        features = conv(xb)
+        terms = mask.energy_terms(features)
+        scores = keras.ops.convert_to_numpy(terms["scores"])
+        keep = keras.ops.convert_to_numpy(terms["keep"])
+        b, gh, gw = keep.shape
+        n = gh * gw
+        tokens = keras.ops.convert_to_numpy(features).reshape(b, gh, 2, gw, 2, -1)
+        norms = np.sqrt((tokens**2).sum(axis=(2, 4, 5))).reshape(b, n)
+        rank = {}
+        for order in orders:
+            if order == "energy":
+                rank[order] = np.argsort(-scores.reshape(b, n), 1, kind="stable")
+            elif order == "magnitude":
+                rank[order] = np.argsort(norms, 1, kind="stable")
+            else:
+                rank[order] = np.argsort(rng.random((b, n)), 1, kind="stable")
+        for order in orders:
+            correct.setdefault(order, np.zeros(n + 1))
+            for k in range(n + 1):
+                binary = np.ones((b, n), "float32")
+                np.put_along_axis(binary, rank[order][:, :k], 0.0, axis=1)
+                binary = binary.reshape(b, gh, gw)
+                new_keep = binary if replace_keep else keep * binary
+                logits = dense(pool(mask.apply_keep(features, new_keep)))
+                correct[order][k] += _accuracy(logits, yb) * len(yb) / 100.0
+    return {o: 100.0 * c / len(x) for o, c in correct.items()}
+
+
+def test_batched_equals_naive(trained):
+    model, x, y = trained
+    x, y = x[:16], y[:16]
+    orders = ("energy", "magnitude", "random")
+    result = keras_ersm.evaluation.deletion_curve(
+        model, (x, y), orders=orders, batch_size=8, step_batch_size=24, seed=3
+    )
+    naive = _naive_curve(model, x, y, orders, batch_size=8, seed=3)
+    assert len(result.fractions) == 65
+    np.testing.assert_allclose(result.fractions, np.arange(65) / 64)
+    for order in orders:
+        np.testing.assert_array_equal(result.accuracy[order], naive[order])
+
+
+def test_replace_keep_equals_naive(trained):
+    model, x, y = trained
+    x, y = x[:16], y[:16]
+    result = keras_ersm.evaluation.deletion_curve(
+        model, (x, y), orders=("energy",), replace_keep=True
+    )
+    naive = _naive_curve(model, x, y, ("energy",), 16, 0, replace_keep=True)
+    np.testing.assert_array_equal(result.accuracy["energy"], naive["energy"])
+
+
+def test_endpoints(trained):
+    model, x, y = trained
+    result = keras_ersm.evaluation.deletion_curve(model, (x, y), steps=5)
+    clean = _accuracy(model.predict(x, verbose=0), y)
+    mask = model.get_layer("mask")
+    features = model.get_layer("conv")(x)
+    zero = keras.ops.zeros((len(x), 8, 8))
+    deleted = model.get_layer("dense")(
+        model.get_layer("pool")(mask.apply_keep(features, zero))
+    )
+    all_deleted = _accuracy(deleted, y)
+    np.testing.assert_allclose(result.fractions, [0, 0.25, 0.5, 0.75, 1.0])
+    for order in ("energy", "magnitude", "random", "grad_cam"):
+        assert result.accuracy[order][0] == clean
+        assert result.accuracy[order][-1] == all_deleted
+        assert 0.0 <= result.auc[order] <= 100.0
+    expected = np.trapezoid if hasattr(np, "trapezoid") else np.trapz
+    assert result.auc["energy"] == pytest.approx(
+        expected(result.accuracy["energy"], result.fractions)
+    )
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert set(payload["auc"]) == set(result.auc)
+    figure = result.plot()
+    assert len(figure.axes[0].lines) == 4
+
+
+def test_energy_positions_follow_scores():
+    scores = np.array([[0.5, 2.0, -1.0, 1.0]])
+    positions = deletion.deletion_positions(-scores, "lerf")
+    # Highest score first: token 1, then 3, 0, 2.
+    np.testing.assert_array_equal(positions, [[2, 0, 3, 1]])
+    morf = deletion.deletion_positions(-scores, "morf")
+    np.testing.assert_array_equal(morf, [[1, 3, 0, 2]])
+
+
+def test_random_reproducible_and_morf(trained):
+    model, x, y = trained
+    x, y = x[:16], y[:16]
+    kwargs = dict(orders=("random",), steps=9)
+    a = keras_ersm.evaluation.deletion_curve(model, (x, y), seed=7, **kwargs)
+    b = keras_ersm.evaluation.deletion_curve(model, (x, y), seed=7, **kwargs)
+    np.testing.assert_array_equal(a.accuracy["random"], b.accuracy["random"])
+    morf = keras_ersm.evaluation.deletion_curve(
+        model, (x, y), orders=("energy",), direction="morf", steps=3
+    )
+    assert morf.direction == "morf" and len(morf.fractions) == 3
+
+
+def test_dataset_and_pydataset(trained):
+    model, x, y = trained
+    x, y = x[:24], y[:24]
+    reference = keras_ersm.evaluation.deletion_curve(
+        model, (x, y), orders=("energy",), steps=4, batch_size=8
+    )
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return x[8 * i : 8 * i + 8], keras.utils.to_categorical(
+                y[8 * i : 8 * i + 8], 2
+            )
+
+    from_py = keras_ersm.evaluation.deletion_curve(
+        model, Batches(), orders=("energy",), steps=4
+    )
+    from_iterable = keras_ersm.evaluation.deletion_curve(
+        model,
+        [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)],
+        orders=("energy",),
+        steps=4,
+    )
+    for other in (from_py, from_iterable):
+        np.testing.assert_array_equal(
+            other.accuracy["energy"], reference.accuracy["energy"]
+        )
+
+
+def _nested_classifier():
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    masked = keras_ersm.EnergyMask(name="inner_mask")(h)
+    h = keras.layers.Add()([h, masked])
+    backbone = keras.Model(inputs, h, name="backbone")
+    outer = keras.Input((16, 16, 3))
+    h = backbone(outer)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(outer, keras.layers.Dense(3)(h))
+
+
+def test_nested_backbone_with_skip_connection():
+    model = _nested_classifier()
+    x = np.random.default_rng(0).random((6, 16, 16, 3)).astype("float32")
+    logits = model.predict(x, verbose=0)
+    y = np.argmax(logits, -1)
+    result = keras_ersm.evaluation.deletion_curve(model, (x, y), steps=3)
+    for order in result.accuracy:
+        assert result.accuracy[order][0] == 100.0
+    # Deleting every token leaves the skip branch: output = head(h).
+    backbone = model.get_layer("backbone")
+    assert result.layer == "inner_mask"
+    assert backbone.get_layer("inner_mask") is not None
+
+
+def test_errors(trained):
+    model, x, y = trained
+    plain = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    with pytest.raises(ValueError, match="insert_energy_masks"):
+        keras_ersm.evaluation.deletion_curve(plain, (x, y))
+    with pytest.raises(ValueError, match="without labels"):
+        keras_ersm.evaluation.deletion_curve(model, x)
+    with pytest.raises(ValueError, match="without labels"):
+        keras_ersm.evaluation.deletion_curve(model, [x[:8]])
+    with pytest.raises(ValueError, match="Received: layer='conv'"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), layer="conv")
+    with pytest.raises(ValueError, match="layer='nope'"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), layer="nope")
+    with pytest.raises(ValueError, match="orders"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), orders=("best",))
+    with pytest.raises(ValueError, match="direction"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), direction="up")
+    with pytest.raises(ValueError, match="steps"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), steps=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), batch_size=0)

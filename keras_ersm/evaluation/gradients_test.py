@@ -1,0 +1,49 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_ersm
+from keras_ersm.evaluation import _test_utils, gradients
+
+
+def test_class_gradients_match_closed_form():
+    # f(x) = x @ W, so d(sum_b f(x)[b, c_b]) / dx = W[:, c_b].
+    weights = np.arange(6, dtype="float32").reshape(3, 2)
+    x = np.ones((2, 3), "float32")
+    grads = gradients.class_gradients(
+        lambda v: keras.ops.matmul(v, weights), x, np.array([0, 1])
+    )
+    np.testing.assert_allclose(grads, np.stack([weights[:, 0], weights[:, 1]]))
+
+
+def test_grad_cam_matches_manual_formula():
+    keras.utils.set_random_seed(1)
+    model = _test_utils.tiny_model()
+    x, _, _ = _test_utils.synthetic_data(num=4)
+    cam = keras_ersm.evaluation.grad_cam(model, x, classes=[0, 1, 0, 1])
+    assert cam.shape == (4, 16, 16) and cam.dtype == np.float32
+    # GAP -> Dense: dS/dA_c = W[c, class] / (H W), constant over space.
+    masked = keras.ops.convert_to_numpy(
+        model.get_layer("mask")(model.get_layer("conv")(x))
+    )
+    kernel = keras.ops.convert_to_numpy(model.get_layer("dense").kernel)
+    weights = kernel[:, [0, 1, 0, 1]].T / 256.0
+    expected = np.maximum((masked * weights[:, None, None, :]).sum(-1), 0)
+    np.testing.assert_allclose(cam, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_grad_cam_any_layer_and_nested():
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    h = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="c2")(h)
+    backbone = keras.Model(inputs, h, name="backbone")
+    outer = keras.Input((16, 16, 3))
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(backbone(outer)))
+    model = keras.Model(outer, out)
+    x = np.random.default_rng(0).random((3, 16, 16, 3)).astype("float32")
+    assert keras_ersm.evaluation.grad_cam(model, x, layer="c1").shape == (3, 16, 16)
+    assert keras_ersm.evaluation.grad_cam(model, x, layer="c2").shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="layer='missing'"):
+        keras_ersm.evaluation.grad_cam(model, x, layer="missing")
+    with pytest.raises(ValueError, match="insert_energy_masks"):
+        keras_ersm.evaluation.grad_cam(model, x)
