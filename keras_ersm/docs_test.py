@@ -102,9 +102,22 @@ def public_names():
             continue
         names.append(f"keras_ersm.{name}")
     for name, module in public_modules().items():
-        for member in getattr(module, "__all__", []):
+        for member in module_members(module):
             names.append(f"keras_ersm.{name}.{member}")
     return names
+
+
+def module_members(module):
+    """The module's `__all__`, or its public classes and functions."""
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    return [
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__ == module.__name__
+    ]
 
 
 def public_objects():
@@ -225,6 +238,8 @@ def test_public_docstrings_follow_the_standard():
             problems.append(f"{path}: no one-line summary ending with a period")
         if inspect.isclass(obj) and issubclass(obj, BaseException):
             continue  # Exceptions: a summary is enough.
+        if inspect.isclass(obj) and "Attributes:" in doc and "Args:" not in doc:
+            continue  # Result records, returned rather than built by users.
         if "Examples:" not in doc or not python_blocks(doc):
             problems.append(f"{path}: no `Examples:` with a ```python block")
         if re.search(r"^\s*Example:", doc, re.M):

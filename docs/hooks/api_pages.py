@@ -33,15 +33,23 @@ def _module_file(root, dotted):
 
 
 def _read_all(path):
-    """Returns the module's `__all__` list and its docstring summary."""
+    """Returns the module's public names and its docstring summary."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    names = []
+    names = None
     for node in tree.body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(getattr(t, "id", None) == "__all__" for t in targets):
                 names = list(ast.literal_eval(node.value))
+    if names is None:
+        # No __all__: the public classes and functions defined here.
+        names = [
+            node.name
+            for node in tree.body
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+            and not node.name.startswith("_")
+        ]
     doc = (ast.get_docstring(tree) or "").strip().splitlines()
     return names, (doc[0] if doc else "")
 
