@@ -76,8 +76,9 @@ def api_entries(root):
     for name in EXTRA_MODULES:
         path = _module_file(root, f"{PACKAGE}.{name}")
         if path is not None and name not in top:
+            members, _ = _read_all(path)
             modules.append(
-                (f"{PACKAGE}.{name}", name, f"{PACKAGE}.{name}", "module", [])
+                (f"{PACKAGE}.{name}", name, f"{PACKAGE}.{name}", "module", members)
             )
     return objects + modules
 
@@ -91,27 +92,69 @@ def _page(title, dotted, kind):
     )
 
 
+def _summary(root, dotted, name, depth=0):
+    """First docstring line of `dotted.name`, following `from ... import`."""
+    path = _module_file(root, dotted)
+    if path is None or depth > 5:
+        return ""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    body = tree.body
+    for index, node in enumerate(body):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name:
+            doc = ast.get_docstring(node) or ""
+            return doc.strip().splitlines()[0] if doc.strip() else ""
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == name for t in node.targets
+        ):
+            following = body[index + 1] if index + 1 < len(body) else None
+            if isinstance(following, ast.Expr) and isinstance(
+                getattr(following, "value", None), ast.Constant
+            ):
+                return str(following.value.value).strip().splitlines()[0]
+            return ""
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    return _summary(root, node.module, alias.name, depth + 1)
+    return ""
+
+
+def _cell(text):
+    return text.replace("|", "\\|")
+
+
 def _overview(root, entries):
     top_doc = _read_all(_module_file(root, PACKAGE))[1]
     lines = [
         "# API reference",
         "",
-        f"{top_doc} Every public name is listed here; each page is generated "
-        "from the docstrings.",
-        "",
+        f"{top_doc} Every public name is listed here, with the first line of "
+        "its docstring; each page is generated from the docstrings. "
         "`keras_ersm.__version__` holds the installed version.",
         "",
-        "| Name | Page |",
+        "## keras_ersm",
+        "",
+        "| Name | Description |",
         "| --- | --- |",
     ]
+    # Plain page links: a name without a docstring is caught by
+    # keras_ersm/docs_test.py with a clear message, not by a broken link.
+    for title, slug, dotted, kind, _ in entries:
+        if kind == "object":
+            summary = _summary(root, PACKAGE, title)
+            lines.append(f"| [`{title}`]({slug}.md#{dotted}) | {_cell(summary)} |")
     for title, slug, dotted, kind, members in entries:
-        # Plain page links: a name without a docstring is caught by
-        # keras_ersm/docs_test.py with a clear message, not by a broken link.
-        lines.append(f"| [`{dotted}`]({slug}.md#{dotted}) | [{title}]({slug}.md) |")
+        if kind != "module":
+            continue
+        module_doc = _read_all(_module_file(root, dotted))[1]
+        lines += ["", f"## [{dotted}]({slug}.md)", "", module_doc, ""]
+        if members:
+            lines += ["| Name | Description |", "| --- | --- |"]
         for member in members:
+            summary = _summary(root, dotted, member)
             lines.append(
-                f"| [`{dotted}.{member}`]({slug}.md#{dotted}.{member}) | "
-                f"[{title}]({slug}.md) |"
+                f"| [`{member}`]({slug}.md#{dotted}.{member}) | {_cell(summary)} |"
             )
     return "\n".join(lines) + "\n"
 
