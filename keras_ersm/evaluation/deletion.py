@@ -23,6 +23,18 @@ class DeletionCurveResult:
         num_images: images evaluated.
         layer: name of the `EnergyMask` layer.
         replace_keep: whether the binary mask replaced the soft keep.
+
+    Examples:
+
+    ```python
+    from keras_ersm.evaluation import DeletionCurveResult
+    result = DeletionCurveResult(
+        fractions=[0.0, 0.5, 1.0], accuracy={"energy": [90.0, 80.0, 10.0]},
+        direction="lerf", num_tokens=2, num_images=10, layer="mask",
+        replace_keep=False)
+    assert result.auc["energy"] == 65.0
+    figure = result.plot()
+    ```
     """
 
     def __init__(
@@ -271,18 +283,21 @@ def deletion_curve(
         positions = {o: deletion_positions(p, direction) for o, p in priorities.items()}
         keep_flat = keep.reshape(b, -1)
         blocks = [(o, i) for o in orders for i in range(len(ks))]
-        per_call = max(1, step_batch_size // b)
+        per_call = min(max(1, step_batch_size // b), len(blocks))
         for start in range(0, len(blocks), per_call):
             chunk = blocks[start : start + per_call]
-            binary = np.stack([positions[o] >= ks[i] for o, i in chunk])
+            # The last chunk is padded to the same size (outputs discarded),
+            # so the second part sees one input shape per batch size.
+            padded = chunk + [chunk[0]] * (per_call - len(chunk))
+            binary = np.stack([positions[o] >= ks[i] for o, i in padded])
             if replace_keep:
                 keep_rows = binary.astype("float32")
             else:
                 keep_rows = binary * keep_flat[None]
-            keep_rows = keep_rows.reshape((len(chunk) * b, *grid)).astype("float32")
+            keep_rows = keep_rows.reshape((per_call * b, *grid)).astype("float32")
             preds = split.second.predict_on_batch([features, keep_rows, *cuts])
-            hits = _data.predictions_to_classes(preds).reshape(len(chunk), b)
-            hits = (hits == labels[None]).sum(axis=1)
+            hits = _data.predictions_to_classes(preds).reshape(per_call, b)
+            hits = (hits[: len(chunk)] == labels[None]).sum(axis=1)
             for (o, i), h in zip(chunk, hits, strict=True):
                 correct[o][i] += h
         total += b

@@ -152,7 +152,23 @@ def test_dataset_and_pydataset(trained):
         orders=("energy",),
         steps=4,
     )
-    for other in (from_py, from_iterable):
+    others = [from_py, from_iterable]
+    try:
+        import tensorflow as tf
+    except ImportError:
+        tf = None
+    if tf is not None:
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        others.append(
+            keras_ersm.evaluation.deletion_curve(
+                model, dataset, orders=("energy",), steps=4
+            )
+        )
+        with pytest.raises(ValueError, match="without labels"):
+            keras_ersm.evaluation.deletion_curve(
+                model, tf.data.Dataset.from_tensor_slices(x).batch(8)
+            )
+    for other in others:
         np.testing.assert_array_equal(
             other.accuracy["energy"], reference.accuracy["energy"]
         )

@@ -144,6 +144,13 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32):
     """
     _data.check_batch_size(batch_size)
     if layer is None:
+        if isinstance(model, keras.Model) and not _graph.energy_mask_layers(model):
+            raise ValueError(
+                "Invalid value for argument `layer`. Model "
+                f"{model.name!r} has no EnergyMask layer to default to; pass "
+                "the name of a layer with a 4-D output, e.g. the last "
+                "convolution. Received: layer=None"
+            )
         target = _graph.resolve_mask_layer(model)
     else:
         target = _graph.find_layer(model, layer)

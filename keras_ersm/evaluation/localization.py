@@ -21,6 +21,16 @@ class LocalizationResult:
             (what a uniform map scores as `mass_inside`).
         num_images: images evaluated.
         layer: name of the `EnergyMask` layer.
+
+    Examples:
+
+    ```python
+    from keras_ersm.evaluation import LocalizationResult
+    scores = {"keep": {"mass_inside": 0.6, "pointing_game": 0.9, "iou": 0.4}}
+    result = LocalizationResult(scores, object_fraction=0.2, num_images=10,
+                                layer="mask")
+    figure = result.plot()
+    ```
     """
 
     def __init__(self, scores, object_fraction, num_images, layer):

@@ -20,6 +20,16 @@ class OcclusionResult:
         covered: dict, setting name -> mean fraction of the pixels occluded.
         fill: the fill used.
         num_images: images evaluated.
+
+    Examples:
+
+    ```python
+    from keras_ersm.evaluation import OcclusionResult
+    result = OcclusionResult(
+        clean_accuracy=90.0, accuracy={"object": 40.0},
+        covered={"object": 0.2}, fill="mean", num_images=10)
+    assert result.to_dict()["accuracy"]["object"] == 40.0
+    ```
     """
 
     def __init__(self, clean_accuracy, accuracy, covered, fill, num_images):

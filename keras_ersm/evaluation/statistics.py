@@ -18,6 +18,17 @@ class MaskStatisticsResult:
             `"mean_keep_max"` (extremes of the per-image mean keep).
         per_image_mean: numpy array of the per-image mean keep.
         layer: name of the layer.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    from keras_ersm.evaluation import MaskStatisticsResult
+    result = MaskStatisticsResult(
+        {"mean_keep": 0.5, "active_fraction": 0.5}, np.array([0.4, 0.6]),
+        "mask")
+    assert result["mean_keep"] == 0.5
+    ```
     """
 
     def __init__(self, values, per_image_mean, layer):
