@@ -137,12 +137,13 @@ def public_objects():
                     member = member.__func__
                 if inspect.isfunction(member):
                     found.append((f"{path}.{member_name}", member))
-    from keras_ersm import ops as ersm_ops
-
-    for member_name, member in vars(ersm_ops).items():
-        if inspect.isfunction(member) and not member_name.startswith("_"):
-            if member.__module__ == ersm_ops.__name__:
-                found.append((f"keras_ersm.ops.{member_name}", member))
+    # Public modules documented although not in keras_ersm.__all__.
+    for module_name in ("ops", "saving"):
+        module = importlib.import_module(f"keras_ersm.{module_name}")
+        for member_name in module_members(module):
+            member = getattr(module, member_name)
+            if inspect.isfunction(member):
+                found.append((f"keras_ersm.{module_name}.{member_name}", member))
     return found
 
 

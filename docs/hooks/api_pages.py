@@ -17,7 +17,7 @@ from mkdocs.structure.files import File
 PACKAGE = "keras_ersm"
 SECTION = "API reference"
 # Documented although not re-exported in keras_ersm.__all__.
-EXTRA_MODULES = ("ops",)
+EXTRA_MODULES = ("ops", "saving")
 
 
 def _root(config):
