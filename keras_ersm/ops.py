@@ -144,6 +144,75 @@ def redundancy(p_hat, norms=None, epsilon=EPSILON):
     return dots - self_dot
 
 
+def _dot(a, b):
+    return ops.sum(a * b, axis=-1)
+
+
+def _shift_pad(x, top, left):
+    """Pads a `(B, h, w)` map by one row (top or bottom) and column."""
+    rows = (1, 0) if top else (0, 1)
+    if left is None:
+        return ops.pad(x, ((0, 0), rows, (0, 0)))
+    cols = (1, 0) if left else (0, 1)
+    return ops.pad(x, ((0, 0), rows, cols))
+
+
+def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
+    """Unbiased scores `w . p_hat_i` and redundancy `S_i` in one pass.
+
+    The fast path of the layer. `p_hat` is never materialised: each token is
+    divided once by its largest magnitude (so nothing overflows), and the
+    dot products of each of the four forward neighbour pairs (right, down,
+    down-right, down-left) are computed once and credited to both tokens of
+    the pair, then divided by the two tokens' norms. The cost is linear in
+    the number of elements, with no shifted copies of the tokens.
+
+    Args:
+        tokens: `(B, gh, gw, D)` float tensor.
+        kernel: `(D, 1)` scoring kernel.
+        epsilon: normalisation epsilon. Defaults to `1e-6`.
+
+    Returns:
+        Tuple `(projections, redundancy)`, both `(B, gh, gw)`:
+        `projections_i = w . p_hat_i` and
+        `redundancy_i = sum_{j in N8(i)} p_hat_i . p_hat_j`.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    from keras_ersm import ops as ersm_ops
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 8)).astype("float32")
+    w = np.ones((8, 1), "float32")
+    proj, red = ersm_ops.scores_and_redundancy(x, w)
+    p_hat, norms = ersm_ops.normalize_tokens(x)
+    np.testing.assert_allclose(red, ersm_ops.redundancy(p_hat, norms), atol=1e-5)
+    ```
+    """
+    unit, scale, unit_norms = _scaled_tokens(ops.convert_to_tensor(tokens))
+    inv = 1.0 / (unit_norms + epsilon / scale)
+    projections = ops.matmul(unit, kernel)[..., 0] * inv
+    right = _dot(unit[:, :, :-1], unit[:, :, 1:]) * inv[:, :, :-1] * inv[:, :, 1:]
+    down = _dot(unit[:, :-1], unit[:, 1:]) * inv[:, :-1] * inv[:, 1:]
+    down_right = (
+        _dot(unit[:, :-1, :-1], unit[:, 1:, 1:]) * inv[:, :-1, :-1] * inv[:, 1:, 1:]
+    )
+    down_left = (
+        _dot(unit[:, :-1, 1:], unit[:, 1:, :-1]) * inv[:, :-1, 1:] * inv[:, 1:, :-1]
+    )
+    redundancy = (
+        ops.pad(right, ((0, 0), (0, 0), (0, 1)))
+        + ops.pad(right, ((0, 0), (0, 0), (1, 0)))
+        + _shift_pad(down, top=False, left=None)
+        + _shift_pad(down, top=True, left=None)
+        + _shift_pad(down_right, top=False, left=False)
+        + _shift_pad(down_right, top=True, left=True)
+        + _shift_pad(down_left, top=False, left=True)
+        + _shift_pad(down_left, top=True, left=False)
+    )
+    return projections, redundancy
+
+
 def mean_field(logits, coupling, steps):
     """Unrolled mean-field updates of a binary Potts field over N8.
 

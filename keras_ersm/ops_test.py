@@ -73,3 +73,14 @@ def test_upsample_tokens():
     assert up.shape == (1, 4, 6)
     np.testing.assert_array_equal(up[0, :2, :2], 0.0)
     np.testing.assert_array_equal(up[0, 2:, 4:], 5.0)
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (1, 4), (3, 1), (4, 5)])
+def test_scores_and_redundancy_match_reference(grid):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, *grid, 6)).astype("float32")
+    w = rng.normal(size=(6, 1)).astype("float32")
+    expected = ref.reference_ersm(x, w, 0.0)
+    proj, red = ersm_ops.scores_and_redundancy(x, w)
+    np.testing.assert_allclose(_np(proj), expected["scores"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(red), expected["redundancy"], rtol=1e-5, atol=1e-5)

@@ -310,17 +310,16 @@ class EnergyMask(keras.layers.Layer):
 
     def _compute_terms(self, inputs):
         tokens = self._tokens(inputs)
-        p_hat, norms = ersm_ops.normalize_tokens(tokens)
         # Weights are float16 under a plain "float16" dtype policy.
         kernel = ops.cast(self.kernel, "float32")
-        scores = ops.matmul(p_hat, kernel)[..., 0] + ops.cast(self.bias, "float32")
+        projections, redundancy = ersm_ops.scores_and_redundancy(tokens, kernel)
+        scores = projections + ops.cast(self.bias, "float32")
         logits = -scores / self.temperature
         if self.coherence_steps > 0:
             coherence = ops.cast(self.coherence, "float32")
             keep = ersm_ops.mean_field(logits, coherence, self.coherence_steps)
         else:
             keep = ops.sigmoid(logits)
-        redundancy = ersm_ops.redundancy(p_hat, norms)
         return {"scores": scores, "keep": keep, "redundancy": redundancy}
 
     def energy_terms(self, inputs):
