@@ -22,6 +22,8 @@ def _inputs(shape, seed=0):
 
 
 def _layer(x_shape, **kwargs):
+    kwargs.setdefault("rescale", False)
+    kwargs.setdefault("energy_regularizer", keras_ersm.EnergyRegularizer())
     layer = keras_ersm.EnergyMask(**kwargs)
     layer.build(x_shape)
     rng = np.random.default_rng(1)
@@ -113,6 +115,15 @@ def test_rescale_preserves_mean_scale():
     keep = _np(layer.energy_terms(x)["keep"])
     expected = x * (keep / (keep.mean(axis=(1, 2), keepdims=True) + 1e-6))[..., None]
     np.testing.assert_allclose(_np(layer(x)), expected, **TOL)
+
+
+def test_measured_defaults():
+    layer = keras_ersm.EnergyMask()
+    layer.build((None, 4, 4, 3))
+    assert layer.rescale is True and layer.coherence_steps == 0
+    np.testing.assert_allclose(_np(layer.bias), 0.0)
+    reg = layer.energy_regularizer
+    assert (reg.unary, reg.pairwise, reg.weight) == (1e-2, 1e-3, 1.0)
 
 
 def test_no_regularizer_adds_no_loss_and_no_energy():
