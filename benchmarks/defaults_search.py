@@ -1,0 +1,173 @@
+"""Search for EnergyMask defaults that train from scratch (issue 9).
+
+Trains the same small CNN on the bundled cluttered benchmark with an
+EnergyMask at its 8x8 feature map under several layer settings, and with no
+mask (the baseline), and reports accuracy, mask statistics and keep mass
+inside the object. Every configuration's numbers go to a JSON lines file.
+
+Usage:
+
+    KERAS_BACKEND=jax python -m benchmarks.defaults_search --configs paper neutral rescale \
+        --seeds 0 --epochs 6 --output benchmarks/results/defaults_search.jsonl
+"""
+
+import argparse
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+import keras_ersm
+from keras_ersm.datasets import make_cluttered
+
+R = keras_ersm.EnergyRegularizer
+
+
+def _const(v):
+    return keras.initializers.Constant(v)
+
+
+def cfg(**kwargs):
+    """Explicit EnergyMask settings: every config names all it changes from
+    a neutral start (bias 0, no rescale, the paper's energy weights)."""
+    settings = dict(
+        bias_initializer=_const(0.0), rescale=False, energy_regularizer=R(1e-3, 1e-3)
+    )
+    settings.update(kwargs)
+    return settings
+
+
+# name -> EnergyMask kwargs (None: the baseline without a mask).
+CONFIGS = {
+    "baseline": None,
+    "paper": "paper",
+    "neutral": cfg(),
+    "rescale": cfg(rescale=True),
+    "rescale_e1e-2": cfg(rescale=True, energy_regularizer=R(1e-2, 1e-2)),
+    "rescale_e1e-1": cfg(rescale=True, energy_regularizer=R(1e-1, 1e-1)),
+    "rescale_pair1e-1": cfg(rescale=True, energy_regularizer=R(1e-3, 1e-1)),
+    "rescale_coh2": cfg(rescale=True, coherence_steps=2),
+    "e1e-1": cfg(energy_regularizer=R(1e-1, 1e-1)),
+    "e1": cfg(energy_regularizer=R(1.0, 1.0)),
+    "e1e-2": cfg(energy_regularizer=R(1e-2, 1e-2)),
+    "u1e-2": cfg(energy_regularizer=R(1e-2, 1e-3)),
+    "rescale_u1e-2": cfg(rescale=True, energy_regularizer=R(1e-2, 1e-3)),
+    "rescale_u1e-1": cfg(rescale=True, energy_regularizer=R(1e-1, 1e-3)),
+    "rescale_u1e-2_coh2": cfg(rescale=True, coherence_steps=2, energy_regularizer=R(1e-2, 1e-3)),
+    "rescale_u1e-2_b2": cfg(rescale=True, bias_initializer=_const(2.0), energy_regularizer=R(1e-2, 1e-3)),
+    "rescale_u1e-2_T0.5": cfg(rescale=True, temperature=0.5, energy_regularizer=R(1e-2, 1e-3)),
+    "rescale_u1e-2_p2": cfg(rescale=True, patch_size=2, energy_regularizer=R(1e-2, 1e-3)),
+    "defaults": {},
+}
+
+
+def build_model(mask_kwargs, image_size=32, num_classes=10, batchnorm=True):
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for filters, strides in ((32, 1), (32, 2), (64, 1), (64, 2)):
+        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
+        if batchnorm:
+            x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+    if mask_kwargs == "paper":
+        x = keras_ersm.EnergyMask.paper(name="energy_mask")(x)
+    elif mask_kwargs is not None:
+        x = keras_ersm.EnergyMask(name="energy_mask", **mask_kwargs)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes)(x)
+    return keras.Model(inputs, outputs)
+
+
+def mask_metrics(model, x, masks):
+    layer = model.get_layer("energy_mask")
+    features = keras.Model(model.input, layer.input).predict(x, verbose=0, batch_size=256)
+    keep = keras.ops.convert_to_numpy(layer.energy_terms(features)["keep"])
+    b, gh, gw = keep.shape
+    h, w = masks.shape[1:]
+    obj = masks.reshape(b, gh, h // gh, gw, w // gw).mean(axis=(2, 4))
+    per_image = keep.mean(axis=(1, 2))
+    mass_in = (keep * obj).sum(axis=(1, 2)) / np.maximum(keep.sum(axis=(1, 2)), 1e-12)
+    area = obj.mean(axis=(1, 2))
+    return {
+        "mean_keep": float(keep.mean()),
+        "active_fraction": float((keep > 0.5).mean()),
+        "keep_spread_across_images": float(per_image.std()),
+        "keep_mass_in_object": float(mass_in.mean()),
+        "object_area_fraction": float(area.mean()),
+        "mass_ratio": float(mass_in.mean() / area.mean()),
+    }
+
+
+def patch_occlusion(x, fraction=0.25, seed=0):
+    """One square patch covering `fraction` of the image, mean fill."""
+    rng = np.random.default_rng(seed)
+    n, h, w, _ = x.shape
+    side = int(round(np.sqrt(fraction * h * w)))
+    top = rng.integers(0, h - side + 1, n)
+    left = rng.integers(0, w - side + 1, n)
+    out = x.copy()
+    fill = x.mean(axis=(0, 1, 2))
+    for i in range(n):
+        out[i, top[i] : top[i] + side, left[i] : left[i] + side] = fill
+    return out
+
+
+def run(config, seed, epochs, n_train, n_test, data, batch_size=64, lr=2e-3, batchnorm=True):
+    keras.utils.set_random_seed(seed)
+    (xtr, ytr, _), (xte, yte, mte) = data
+    model = build_model(CONFIGS[config], batchnorm=batchnorm)
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    start = time.time()
+    history = model.fit(xtr, ytr, batch_size=batch_size, epochs=epochs, verbose=0)
+    result = {
+        "config": config,
+        "seed": seed,
+        "epochs": epochs,
+        "n_train": n_train,
+        "train_seconds": round(time.time() - start, 1),
+        "train_loss": [round(v, 4) for v in history.history["loss"]],
+        "accuracy": float(model.evaluate(xte, yte, verbose=0)[1]),
+        "accuracy_patch25": float(
+            model.evaluate(patch_occlusion(xte), yte, verbose=0)[1]
+        ),
+    }
+    if CONFIGS[config] is not None:
+        result.update(mask_metrics(model, xte, mte))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--n-train", type=int, default=8000)
+    parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--clutter", type=float, default=0.5)
+    parser.add_argument("--distractors", type=int, default=4)
+    parser.add_argument("--no-batchnorm", action="store_true", help="round 1 model")
+    parser.add_argument("--output", default="benchmarks/results/defaults_search.jsonl")
+    args = parser.parse_args(argv)
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    for seed in args.seeds:
+        data = (
+            make_cluttered(args.n_train, clutter=args.clutter, distractors=args.distractors, split="train", seed=seed),
+            make_cluttered(args.n_test, clutter=args.clutter, distractors=args.distractors, split="test", seed=seed),
+        )
+        for config in args.configs:
+            result = run(config, seed, args.epochs, args.n_train, args.n_test, data, batchnorm=not args.no_batchnorm)
+            result.update(batchnorm=not args.no_batchnorm, clutter=args.clutter, distractors=args.distractors, backend=keras.backend.backend())
+            print(json.dumps(result), flush=True)
+            with open(args.output, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

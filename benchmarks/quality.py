@@ -1,0 +1,271 @@
+"""Quality benchmark: does ERSM deliver its claims on the bundled benchmark?
+
+For each seed it trains, from scratch and with identical settings, the same
+small CNN without a mask (baseline), with the library's default EnergyMask
+(reference ERSM, `coherence_steps=0`) and with the coherent variant, on the
+bundled cluttered benchmark (`keras_ersm.datasets.make_cluttered`), and
+measures: clean accuracy; accuracy under 25% patch occlusion and under
+object occlusion; deletion AUC for the energy, magnitude, random and
+Grad-CAM orders; mean keep and active fraction; localization (keep mass
+inside the object, pointing game, IoU) against Grad-CAM; and the
+spurious-cue split (trained with a background colour tied to the label,
+tested without it). Mean and standard deviation over seeds go to JSON,
+Markdown and plots.
+
+Usage:
+
+    KERAS_BACKEND=jax python -m benchmarks.quality --quick
+    KERAS_BACKEND=jax python -m benchmarks.quality --seeds 0 1 2 --epochs 10
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+import keras_ersm
+from benchmarks import _harness
+from keras_ersm import evaluation
+from keras_ersm.datasets import make_cluttered
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+# name -> EnergyMask kwargs; None is the baseline, "paper" EnergyMask.paper().
+VARIANTS = {
+    "baseline": None,
+    "ersm": {},
+    "ersm_coherent": {"coherence_steps": 2},
+    "paper": "paper",
+}
+
+
+def build_model(mask_kwargs, image_size=32, num_classes=10):
+    """Four conv+BN+ReLU layers (stride 4 in all), mask, GAP, Dense."""
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for filters, strides in ((32, 1), (32, 2), (64, 1), (64, 2)):
+        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+    if mask_kwargs == "paper":
+        x = keras_ersm.EnergyMask.paper(name="energy_mask")(x)
+    elif mask_kwargs is not None:
+        x = keras_ersm.EnergyMask(name="energy_mask", **mask_kwargs)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+def train(mask_kwargs, data, seed, epochs, batch_size=64, learning_rate=2e-3):
+    keras.utils.set_random_seed(seed)
+    model = build_model(mask_kwargs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    x, y = data
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+    return model
+
+
+def accuracy(model, x, y):
+    return 100.0 * float(model.evaluate(x, y, verbose=0, batch_size=256)[1])
+
+
+def evaluate(model, test, has_mask, seed):
+    x, y, masks = test
+    out = {"accuracy": accuracy(model, x, y)}
+    occ = evaluation.occlusion_robustness(
+        model, (x, y), patch_sizes=(16,), fractions=(0.25,), hide_sizes=(),
+        object_masks=masks, seed=seed, batch_size=256,
+    ).to_dict()
+    out["occlusion"] = occ["accuracy"]
+    if not has_mask:
+        return out
+    deletion = evaluation.deletion_curve(
+        model, (x, y), steps=17, batch_size=128, seed=seed
+    )
+    out["deletion_auc"] = dict(deletion.auc)
+    stats = evaluation.mask_statistics(model, x, batch_size=256).to_dict()
+    out["mask"] = stats.get("values", stats)
+    loc = evaluation.mask_localization(model, x, masks, batch_size=128).to_dict()
+    out["localization"] = loc
+    return out
+
+
+def flatten(prefix, value, into):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}/{k}" if prefix else str(k), v, into)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        into[prefix] = float(value)
+    return into
+
+
+def summarize(runs):
+    """variant -> metric -> {mean, std, n} over seeds."""
+    summary = {}
+    for variant, per_seed in runs.items():
+        flat = [flatten("", r, {}) for r in per_seed]
+        keys = sorted(set().union(*flat))
+        summary[variant] = {
+            k: {
+                "mean": float(np.mean([f[k] for f in flat if k in f])),
+                "std": float(np.std([f[k] for f in flat if k in f])),
+                "n": sum(k in f for f in flat),
+            }
+            for k in keys
+        }
+    return summary
+
+
+def claims(summary, variant):
+    """The issue-9 claims for one ERSM variant against the baseline."""
+    s, b = summary[variant], summary["baseline"]
+
+    def m(d, k):
+        return d.get(k, {}).get("mean", float("nan"))
+
+    auc = {o: m(s, f"deletion_auc/{o}") for o in ("energy", "magnitude", "random")}
+    keys = [k for k in s if k.startswith("occlusion/cutout") and k.endswith("_25pct")]
+    patch_key = keys[0] if keys else None
+    obj_key = "occlusion/object" if "occlusion/object" in s else None
+    mass = m(s, "localization/scores/keep/mass_inside")
+    area = m(s, "localization/object_fraction")
+    rows = [
+        ("accuracy within 1 point of baseline", m(s, "accuracy") >= m(b, "accuracy") - 1.0,
+         f"{m(s, 'accuracy'):.1f} vs {m(b, 'accuracy'):.1f}"),
+        ("mean keep < 0.5", m(s, "mask/mean_keep") < 0.5, f"{m(s, 'mask/mean_keep'):.3f}"),
+        ("keep varies across images (spread > 0.01)", m(s, "mask/spread") > 0.01,
+         f"{m(s, 'mask/spread'):.3f}"),
+    ]
+    if patch_key:
+        rows.append(("25% patch occlusion above baseline", m(s, patch_key) > m(b, patch_key),
+                     f"{m(s, patch_key):.1f} vs {m(b, patch_key):.1f}"))
+    if obj_key:
+        rows.append(("object occlusion above baseline", m(s, obj_key) > m(b, obj_key),
+                     f"{m(s, obj_key):.1f} vs {m(b, obj_key):.1f}"))
+    rows.append(("deletion AUC energy > magnitude > random",
+                 auc["energy"] > auc["magnitude"] > auc["random"],
+                 " / ".join(f"{auc[o]:.1f}" for o in auc)))
+    rows.append(("keep mass in object >= 2x object area", mass >= 2 * area,
+                 f"{mass:.3f} vs 2 x {area:.3f}"))
+    return rows
+
+
+def to_markdown(report):
+    lines = ["# Quality benchmark", "", f"Command: `{report['command']}`", "",
+             f"Machine: {report['machine']['processor']}, {report['machine']['cpu_count']} cores, "
+             f"backend {report['machine']['backend']}; seeds {report['seeds']}; "
+             f"{report['n_train']} training / {report['n_test']} test images, "
+             f"{report['epochs']} epochs. Mean ± std over seeds.", ""]
+    summary = report["summary"]
+    variants = list(summary)
+    metrics = sorted(set().union(*[set(summary[v]) for v in variants]))
+    lines.append("| metric | " + " | ".join(variants) + " |")
+    lines.append("|---" * (len(variants) + 1) + "|")
+    for k in metrics:
+        cells = []
+        for v in variants:
+            d = summary[v].get(k)
+            cells.append("" if d is None else f"{d['mean']:.3g} ± {d['std']:.2g}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    for v in variants:
+        if v == "baseline" or v not in report.get("claims", {}):
+            continue
+        lines += ["", f"## Claims for `{v}`", "", "| claim | met | measured |", "|---|---|---|"]
+        for name, met, measured in report["claims"][v]:
+            lines.append(f"| {name} | {'met' if met else 'NOT met'} | {measured} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = report["summary"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    variants = list(summary)
+    for i, key in enumerate(["accuracy", "occlusion/object"]):
+        means = [summary[v].get(key, {}).get("mean", np.nan) for v in variants]
+        stds = [summary[v].get(key, {}).get("std", 0) for v in variants]
+        axes[0].bar(np.arange(len(variants)) + 0.4 * i, means, 0.4, yerr=stds, label=key)
+    axes[0].set_xticks(np.arange(len(variants)) + 0.2, variants, rotation=15)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend()
+    orders = ["energy", "magnitude", "random", "grad_cam"]
+    for j, v in enumerate(v for v in variants if v != "baseline"):
+        means = [summary[v].get(f"deletion_auc/{o}", {}).get("mean", np.nan) for o in orders]
+        axes[1].bar(np.arange(len(orders)) + 0.25 * j, means, 0.25, label=v)
+    axes[1].set_xticks(np.arange(len(orders)) + 0.25, orders)
+    axes[1].set_ylabel("deletion AUC (LeRF)")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 seeds, small data, ~15 min on 2 cores")
+    parser.add_argument("--variants", nargs="+", default=["baseline", "ersm", "ersm_coherent"],
+                        choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--n-train", type=int, default=None)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--clutter", type=float, default=0.5)
+    parser.add_argument("--distractors", type=int, default=4)
+    parser.add_argument("--spurious-cue", type=float, default=0.9)
+    parser.add_argument("--no-spurious", action="store_true")
+    parser.add_argument("--output-dir", default=RESULTS)
+    args = parser.parse_args(argv)
+    epochs = args.epochs or (6 if args.quick else 10)
+    n_train = args.n_train or (3000 if args.quick else 10000)
+    runs = {v: [] for v in args.variants}
+    start = time.time()
+    for seed in args.seeds:
+        kw = dict(clutter=args.clutter, distractors=args.distractors, seed=seed)
+        xtr, ytr, _ = make_cluttered(n_train, split="train", **kw)
+        test = make_cluttered(args.n_test, split="test", **kw)
+        if not args.no_spurious:
+            xsp, ysp, _ = make_cluttered(n_train, split="train", spurious_cue=args.spurious_cue, **kw)
+        for variant in args.variants:
+            t0 = time.time()
+            model = train(VARIANTS[variant], (xtr, ytr), seed, epochs)
+            result = evaluate(model, test, VARIANTS[variant] is not None, seed)
+            if not args.no_spurious:
+                cue_model = train(VARIANTS[variant], (xsp, ysp), seed, epochs)
+                result["spurious_cue_test_accuracy"] = accuracy(cue_model, test[0], test[1])
+            result["seconds"] = round(time.time() - t0, 1)
+            runs[variant].append(result)
+            print(json.dumps({"variant": variant, "seed": seed, **flatten("", result, {})}), flush=True)
+    summary = summarize(runs)
+    report = {
+        "command": "KERAS_BACKEND=%s python -m benchmarks.quality %s"
+        % (_harness.BACKEND, " ".join(sys.argv[1:] if argv is None else argv)),
+        "machine": _harness.machine(),
+        "seeds": args.seeds, "epochs": epochs, "n_train": n_train, "n_test": args.n_test,
+        "clutter": args.clutter, "distractors": args.distractors,
+        "seconds": round(time.time() - start, 1),
+        "runs": runs, "summary": summary,
+        "claims": {v: claims(summary, v) for v in args.variants if v != "baseline" and "baseline" in runs},
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    base = os.path.join(args.output_dir, f"quality_{_harness.BACKEND}")
+    _harness.write_json(base + ".json", report)
+    with open(base + ".md", "w") as f:
+        f.write(to_markdown(report))
+    plot(report, base + ".png")
+    print(to_markdown(report))
+
+
+if __name__ == "__main__":
+    main()
