@@ -1,4 +1,4 @@
-"""A tiny CNN with an EnergyMask and its data, shared by the integration tests.
+"""A tiny CNN patched with an EnergyMask, and its data, for the integration tests.
 
 Small on purpose: 8x8 images, 4 filters, 4 classes, 32 samples. Not a test
 module (pytest collects only `test_*.py` and `*_test.py`).
@@ -21,25 +21,31 @@ def data(num_samples=32, seed=0):
     return images, labels
 
 
-def build_model(seed=0, learning_rate=0.1, jit_compile="auto"):
-    """A compiled Functional CNN: Conv2D -> EnergyMask -> pool -> Dense.
-
-    The energy weights are large (0.1) so that the energy loss moves the
-    mask weights within a few steps and a mismatch would show.
-    """
-    keras.utils.set_random_seed(seed)
+def build_backbone():
+    """A tiny Functional CNN classifier without a mask: conv -> pool -> dense."""
     inputs = keras.Input(IMAGE_SHAPE)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(
         inputs
     )
-    x = keras_ersm.EnergyMask(
-        patch_size=2,
-        energy_regularizer=keras_ersm.EnergyRegularizer(unary=0.1, pairwise=0.1),
-        name="mask",
-    )(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(NUM_CLASSES, name="dense")(x)
-    model = keras.Model(inputs, outputs, name="tiny_ersm")
+    return keras.Model(inputs, outputs, name="tiny_backbone")
+
+
+def build_model(seed=0, learning_rate=0.1, jit_compile="auto"):
+    """The tiny backbone patched with an EnergyMask (named "mask"), compiled.
+
+    Uses `keras_ersm.models.insert_energy_masks` after the convolution. The
+    energy weights are large (0.1) so that the energy loss moves the mask
+    weights within a few steps and a mismatch would show.
+    """
+    keras.utils.set_random_seed(seed)
+    model = keras_ersm.models.insert_energy_masks(
+        build_backbone(),
+        at={"conv": {"name": "mask"}},
+        patch_size=2,
+        energy_regularizer=keras_ersm.EnergyRegularizer(unary=0.1, pairwise=0.1),
+    )
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

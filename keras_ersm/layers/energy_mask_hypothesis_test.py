@@ -19,7 +19,7 @@ from keras_ersm.layers.energy_mask import EnergyMask
 # Eager JAX compiles every op for each new shape and dtype (about 3 s per
 # new example on a shared 2-core machine), so it draws fewer examples.
 SETTINGS = settings(
-    max_examples=10 if keras.backend.backend() == "jax" else 25,
+    max_examples=8 if keras.backend.backend() == "jax" else 25,
     deadline=None,
     derandomize=True,
     database=None,
