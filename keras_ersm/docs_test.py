@@ -154,7 +154,8 @@ def public_objects():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """Builds the site once with `mkdocs build --strict`; returns its path."""
-    pytest.importorskip("mkdocs", reason="mkdocs is not installed (extra `docs`)")
+    for module in ("mkdocs", "mkdocstrings", "latex2mathml"):
+        pytest.importorskip(module, reason=f"{module} is not installed (extra `docs`)")
     site_dir = str(tmp_path_factory.mktemp("site"))
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     # The build must not need the network: any HTTP(S) attempt fails fast.
@@ -181,6 +182,18 @@ def test_mkdocs_build_strict(site):
     assert not warnings, "mkdocs build warned:\n" + "\n".join(warnings)
     for page in ("index.html", "api/energy_mask/index.html", "objects.inv"):
         assert os.path.isfile(os.path.join(site.path, page)), page
+
+
+def test_equations_are_typeset_at_build_time(site):
+    """docs/hooks/math.py turns every TeX span into MathML: no JS needed."""
+    if site.returncode != 0:
+        pytest.skip("the site did not build (see test_mkdocs_build_strict)")
+    with open(os.path.join(site.path, "concepts", "index.html"), encoding="utf-8") as f:
+        page = f.read()
+    assert page.count("<math ") >= 20
+    assert 'display="block"' in page
+    assert not re.search(r'class="arithmatex">\\[(\[]', page), "TeX left untypeset"
+    assert "mathjax" not in page.lower(), "the site should not load MathJax"
 
 
 # ---------------------------------------------------------------------------
@@ -389,6 +402,10 @@ PAGES = {
         "",
         ["keras_ersm", "Energy-Regularized Spatial Masking", "Getting started"],
     ),
+    "concepts": (
+        "concepts/",
+        ["The reference layer", "The coherent extension", "Deliberate differences"],
+    ),
     "energy_mask": (
         "api/energy_mask/",
         [
@@ -417,6 +434,8 @@ def test_site_renders_in_chromium(page, served_site, tmp_path):
     html_tag = re.search(r"<html[^>]*>", dom).group(0)
     assert "no-js" not in html_tag and " js" in html_tag, html_tag
     assert "md-code__button" in dom, "code blocks without copy buttons"
+    if page == "concepts":
+        assert "<math" in dom, "equations not rendered as MathML"
     os.makedirs(ARTIFACTS, exist_ok=True)
     screenshot = os.path.join(ARTIFACTS, f"{page}.png")
     if os.path.exists(screenshot):
