@@ -49,7 +49,10 @@ pytestmark = [
     ),
 ]
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+    re.M | re.S,
+)
 
 
 def python_blocks(text):
@@ -66,7 +69,9 @@ def python_blocks(text):
             continue
         indent = match.group("indent")
         lines = match.group("body").splitlines()
-        lines = [line[len(indent) :] if line.startswith(indent) else line for line in lines]
+        lines = [
+            line[len(indent) :] if line.startswith(indent) else line for line in lines
+        ]
         blocks.append("\n".join(lines) + "\n")
     return blocks
 
@@ -225,7 +230,7 @@ def test_every_public_name_in_api_reference(site):
         "a new subpackage in keras_ersm.__all__ gets its page automatically): "
         f"{missing}"
     )
-    for name, module in public_modules().items():
+    for name in public_modules():
         assert inventory[f"keras_ersm.{name}"][0] == "py:module", name
     # The page of each name is an API page that exists.
     for name in public_names():
@@ -329,7 +334,11 @@ def test_docs_page_code_runs(page, sandbox):
 
 
 def _docstring_ids():
-    return [path for path, obj in public_objects() if python_blocks(inspect.getdoc(obj) or "")]
+    return [
+        path
+        for path, obj in public_objects()
+        if python_blocks(inspect.getdoc(obj) or "")
+    ]
 
 
 @pytest.mark.slow
@@ -347,9 +356,7 @@ def test_docstring_examples_run(path, sandbox):
 def served_site(site):
     if site.returncode != 0:
         pytest.skip("the site did not build (see test_mkdocs_build_strict)")
-    handler = functools.partial(
-        _QuietHandler, directory=site.path
-    )
+    handler = functools.partial(_QuietHandler, directory=site.path)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

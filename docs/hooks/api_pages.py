@@ -144,7 +144,7 @@ def _overview(root, entries):
         if kind == "object":
             summary = _summary(root, PACKAGE, title)
             lines.append(f"| [`{title}`]({slug}.md#{dotted}) | {_cell(summary)} |")
-    for title, slug, dotted, kind, members in entries:
+    for _, slug, dotted, kind, members in entries:
         if kind != "module":
             continue
         module_doc = _read_all(_module_file(root, dotted))[1]
