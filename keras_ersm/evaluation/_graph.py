@@ -199,7 +199,7 @@ class _Tracer:
             return outputs
         graph = _graph_of(op) if op is not self.target else None
         if graph is not None and _contains(op, self.target):
-            inputs = keras.tree.flatten(args[0])
+            inputs = keras.tree.flatten(args[0] if args else kwargs["inputs"])
             return _unpack(self.run(graph, inputs))
         if any(id(t) in self.dependent for t in flat):
             args, kwargs = keras.tree.map_structure(self._tile_cut, (args, kwargs))

@@ -49,8 +49,13 @@ def _naive_curve(model, x, y, orders, batch_size, seed, replace_keep=False):
                 binary = np.ones((b, n), "float32")
                 np.put_along_axis(binary, rank[order][:, :k], 0.0, axis=1)
                 binary = binary.reshape(b, gh, gw)
-                new_keep = binary if replace_keep else keep * binary
-                logits = dense(pool(mask.apply_keep(features, new_keep)))
+                if replace_keep:
+                    # The reference protocol: the binary map, no rescaling.
+                    up = np.repeat(np.repeat(binary, 2, axis=1), 2, axis=2)
+                    masked = keras.ops.convert_to_numpy(features) * up[..., None]
+                else:
+                    masked = mask.apply_keep(features, keep * binary)
+                logits = dense(pool(masked))
                 correct[order][k] += _accuracy(logits, yb) * len(yb) / 100.0
     return {o: 100.0 * c / len(x) for o, c in correct.items()}
 
@@ -191,7 +196,11 @@ def test_nested_backbone_with_skip_connection():
     x = np.random.default_rng(0).random((6, 16, 16, 3)).astype("float32")
     logits = model.predict(x, verbose=0)
     y = np.argmax(logits, -1)
+    config = model.get_config()
     result = keras_ersm.evaluation.deletion_curve(model, (x, y), steps=3)
+    # Splitting leaves the model as it was.
+    assert model.get_config() == config
+    np.testing.assert_allclose(model.predict(x, verbose=0), logits, rtol=1e-6)
     for order in result.accuracy:
         assert result.accuracy[order][0] == 100.0
     # Deleting every token leaves the skip branch: output = head(h).
@@ -227,3 +236,28 @@ def test_errors(trained):
         keras_ersm.evaluation.deletion_curve(model, (x, y), steps=1)
     with pytest.raises(ValueError, match="batch_size"):
         keras_ersm.evaluation.deletion_curve(model, (x, y), batch_size=0)
+
+
+def test_channels_first_same_padding_and_rescale():
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((3, 16, 16))
+    mask = keras_ersm.EnergyMask(
+        patch_size=3, padding="same", rescale=True, data_format="channels_first"
+    )
+    h = mask(inputs)
+    h = keras.layers.GlobalAveragePooling2D(data_format="channels_first")(h)
+    dense = keras.layers.Dense(3)
+    model = keras.Model(inputs, dense(h))
+    x = np.random.default_rng(0).random((8, 3, 16, 16)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), -1)
+    soft = keras_ersm.evaluation.deletion_curve(model, (x, y), steps=3)
+    assert soft.num_tokens == 36
+    assert all(acc[0] == 100.0 for acc in soft.accuracy.values())
+    hard = keras_ersm.evaluation.deletion_curve(
+        model, (x, y), orders=("energy",), steps=3, replace_keep=True
+    )
+    # replace_keep: k = 0 keeps every token unscaled, k = N zeroes the map.
+    unmasked = np.argmax(keras.ops.convert_to_numpy(dense(x.mean(axis=(2, 3)))), -1)
+    zeroed = np.argmax(keras.ops.convert_to_numpy(dense(np.zeros((8, 3)))), -1)
+    assert hard.accuracy["energy"][0] == 100.0 * np.mean(unmasked == y)
+    assert hard.accuracy["energy"][-1] == 100.0 * np.mean(zeroed == y)
