@@ -280,12 +280,17 @@ def test_public_docstrings_follow_the_standard():
 # (3) Every ```python block of the docs and of the docstrings runs.
 
 
-def doc_pages():
+def doc_pages(with_code=False):
+    """Markdown pages under docs/, relative paths; optionally only with code."""
     pages = []
     for directory, _, files in os.walk(DOCS):
         for name in sorted(files):
             if name.endswith(".md"):
                 path = os.path.join(directory, name)
+                if with_code:
+                    with open(path, encoding="utf-8") as f:
+                        if not python_blocks(f.read()):
+                            continue
                 pages.append(os.path.relpath(path, DOCS))
     return sorted(pages)
 
@@ -324,13 +329,10 @@ def test_docs_pages_exist():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", doc_pages())
+@pytest.mark.parametrize("page", doc_pages(with_code=True))
 def test_docs_page_code_runs(page, sandbox):
     with open(os.path.join(DOCS, page), encoding="utf-8") as f:
-        blocks = python_blocks(f.read())
-    if not blocks:
-        pytest.skip(f"docs/{page} has no python blocks")
-    run_blocks(blocks, f"docs/{page}")
+        run_blocks(python_blocks(f.read()), f"docs/{page}")
 
 
 def _docstring_ids():
