@@ -592,7 +592,9 @@ def save_plots(stage, figures, test, ersm_model, batch_size):
 def _versions():
     import keras
 
-    versions = {"keras": keras.__version__}
+    import keras_ersm
+
+    versions = {"keras_ersm": keras_ersm.__version__, "keras": keras.__version__}
     for module in ("jax", "tensorflow", "torch", "keras_cv", "keras_hub"):
         if module in sys.modules:
             versions[module] = getattr(sys.modules[module], "__version__", "?")
@@ -602,6 +604,8 @@ def _versions():
 def _machine():
     cores = os.cpu_count()
     text = f"{platform.machine()} {platform.system()}, {cores} CPU cores visible"
+    if hasattr(os, "getloadavg"):
+        text += f", load average {os.getloadavg()[0]:.1f} at the end"
     try:
         import keras
 
@@ -694,8 +698,8 @@ def run(args, stage):
     plots = save_plots(stage, figures, test, models["ersm"], args.batch_size)
     report = {
         "run": {
-            "command": "python "
-            + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]),
+            "command": f"KERAS_BACKEND={keras.backend.backend()} python "
+            + " ".join(shlex.quote(a) for a in args.command_line),
             "backend": keras.backend.backend(),
             "dataset": info["name"],
             "dataset_note": info["note"][0].upper() + info["note"][1:],
@@ -727,7 +731,17 @@ def run(args, stage):
 
 
 def publish(stage, output_dir, plots):
-    """Moves the staged files into `output_dir`, the reports last."""
+    """Moves the staged files into `output_dir`, the reports last.
+
+    Old reports go first, and a plot of an earlier run that this run did
+    not make (e.g. `localization.png` after a run with object masks) is
+    removed, so the directory never mixes two runs under a new report.
+    """
+    optional = [f for f in (*PLOT_FILES, "localization.png") if f not in plots]
+    for filename in [*REPORT_FILES, *optional]:
+        path = os.path.join(output_dir, filename)
+        if os.path.exists(path):
+            os.remove(path)
     for filename in [*MODEL_FILES, *plots, *REPORT_FILES]:
         os.replace(os.path.join(stage, filename), os.path.join(output_dir, filename))
 
@@ -735,6 +749,7 @@ def publish(stage, output_dir, plots):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = sys.argv if argv is None else ["examples/train_cifar.py", *argv]
     if not args.learning_rate > 0:
         parser.error(
             f"argument --learning-rate: invalid value {args.learning_rate!r}; "

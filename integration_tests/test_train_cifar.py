@@ -173,3 +173,21 @@ def test_cifar10_requested_but_unavailable_fails_clearly(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CIFAR-10 is not prepared in" in err[0]
     assert os.listdir(out) == []
+
+
+def test_publish_replaces_the_previous_run(tmp_path):
+    example = _load_example()
+    out, stage = tmp_path / "run", tmp_path / "stage"
+    out.mkdir()
+    stage.mkdir()
+    for name in ["report.md", "report.json", "localization.png", "notes.txt"]:
+        (out / name).write_text("old")
+    plots = list(example.PLOT_FILES)
+    for name in [*example.MODEL_FILES, *plots, *example.REPORT_FILES]:
+        (stage / name).write_text("new")
+    example.publish(str(stage), str(out), plots)
+    assert not (out / "localization.png").exists()  # not made by this run
+    assert (out / "notes.txt").read_text() == "old"  # not ours: left alone
+    for name in [*example.MODEL_FILES, *plots, *example.REPORT_FILES]:
+        assert (out / name).read_text() == "new"
+    assert os.listdir(stage) == []
