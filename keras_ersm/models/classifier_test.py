@@ -6,7 +6,7 @@ import pytest
 
 from keras_ersm.layers.energy_mask import EnergyMask
 from keras_ersm.models import build_classifier, energy_mask_layers
-from keras_ersm.models.insertion_test import images, small_model
+from keras_ersm.models.insertion_test import PASS_THROUGH, images, small_model
 
 
 def compile_model(model):
@@ -104,8 +104,7 @@ def test_pass_through_mask_matches_baseline_and_round_trips(tmp_path):
     model = build_classifier(
         backbone,
         3,
-        bias_initializer=keras.initializers.Constant(-50.0),
-        energy_regularizer=None,
+        **PASS_THROUGH,
     )
     model.get_layer("predictions").set_weights(
         baseline.get_layer("predictions").get_weights()

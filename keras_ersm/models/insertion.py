@@ -436,8 +436,10 @@ def _clone_layer(layer):
             # stateless, so the clone can reuse it.
             return layer
         raise ValueError(
-            f"Cannot clone layer {layer.name!r} ({type(layer).__name__}) "
-            f"from its config: {error}"
+            f"Cannot copy layer {layer.name!r} ({type(layer).__name__}) of "
+            "the model: re-creating it from its config failed with "
+            f"{type(error).__name__}: {error}. Give the layer a `get_config` "
+            "that returns every `__init__` argument."
         ) from error
     if isinstance(layer, keras.layers.Layer) and not layer.trainable:
         # `trainable=False` in a config does not reach the sublayers that a
@@ -520,8 +522,11 @@ def expose_pyramid(model, clone, new_outputs):
             new = flat[history.tensor_index]
             outputs[level] = new
             names[level] = new._keras_history.operation.name
-        target.pyramid_outputs = outputs
-        target.pyramid_level_inputs = names
+        try:
+            target.pyramid_outputs = outputs
+            target.pyramid_level_inputs = names
+        except AttributeError:  # A model class with read-only properties.
+            pass
 
 
 def insert_energy_masks(model, at, recursive=False, **mask_kwargs):

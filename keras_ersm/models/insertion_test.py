@@ -16,9 +16,12 @@ from keras_ersm.models import (
 )
 
 # keep = sigmoid(-(w . p_hat + b)) = 1 in float32 when b = -50 (|w . p_hat|
-# is at most ||w||, about 1), so the masks pass features through unchanged.
+# is at most ||w||, about 1), and without the keep-preserving rescaling (a
+# division by mean keep + 1e-6) the masks pass features through unchanged.
 PASS_THROUGH = dict(
-    bias_initializer=keras.initializers.Constant(-50.0), energy_regularizer=None
+    bias_initializer=keras.initializers.Constant(-50.0),
+    energy_regularizer=None,
+    rescale=False,
 )
 
 
@@ -338,6 +341,22 @@ def test_error_bad_at_values():
         insert_energy_masks(model, "relu1", recursive=1)
     with pytest.raises(ValueError, match="patch_size"):
         insert_energy_masks(model, "relu1", patch_size=0)
+
+
+def test_error_layer_without_config():
+    class NoConfig(keras.layers.Layer):
+        def __init__(self, units):
+            super().__init__()
+            self.dense = keras.layers.Dense(units)
+
+        def call(self, x):
+            return self.dense(x)
+
+    inputs = keras.Input((8, 8, 3))
+    x = NoConfig(4)(inputs)
+    model = keras.Model(inputs, keras.layers.ReLU(name="relu")(x))
+    with pytest.raises(ValueError, match="get_config"):
+        insert_energy_masks(model, "relu")
 
 
 def test_error_shared_layer():
