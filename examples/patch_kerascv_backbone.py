@@ -7,6 +7,9 @@ one short epoch. Runs in under a minute on a laptop CPU:
 
     KERAS_BACKEND=jax python examples/patch_kerascv_backbone.py
 
+The training here is far too short to learn the task (accuracy stays near
+chance): the recipe shows the API; `examples/train_cifar.py` trains for real.
+
 With a pretrained backbone, the paper's recipe is the same call on e.g.
 `keras_cv.models.ResNetV2Backbone.from_preset(...)` with
 `build_classifier(..., freeze_backbone=True)`.
