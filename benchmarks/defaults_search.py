@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 import keras_ersm
+from benchmarks.quality import build_model
 from keras_ersm.datasets import make_cluttered
 
 R = keras_ersm.EnergyRegularizer
@@ -61,23 +62,6 @@ CONFIGS = {
     "rescale_u1e-2_p2": cfg(rescale=True, patch_size=2, energy_regularizer=R(1e-2, 1e-3)),
     "defaults": {},
 }
-
-
-def build_model(mask_kwargs, image_size=32, num_classes=10, batchnorm=True):
-    inputs = keras.Input((image_size, image_size, 3))
-    x = inputs
-    for filters, strides in ((32, 1), (32, 2), (64, 1), (64, 2)):
-        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
-        if batchnorm:
-            x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.Activation("relu")(x)
-    if mask_kwargs == "paper":
-        x = keras_ersm.EnergyMask.paper(name="energy_mask")(x)
-    elif mask_kwargs is not None:
-        x = keras_ersm.EnergyMask(name="energy_mask", **mask_kwargs)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(num_classes)(x)
-    return keras.Model(inputs, outputs)
 
 
 def mask_metrics(model, x, masks):

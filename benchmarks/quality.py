@@ -43,13 +43,18 @@ VARIANTS = {
 }
 
 
-def build_model(mask_kwargs, image_size=32, num_classes=10):
-    """Four conv+BN+ReLU layers (stride 4 in all), mask, GAP, Dense."""
+def build_model(mask_kwargs, image_size=32, num_classes=10, batchnorm=True):
+    """Four conv(+BN)+ReLU layers (stride 4 in all), mask, GAP, Dense.
+
+    `mask_kwargs`: EnergyMask kwargs, `"paper"` for `EnergyMask.paper()`, or
+    `None` for no mask (the baseline).
+    """
     inputs = keras.Input((image_size, image_size, 3))
     x = inputs
     for filters, strides in ((32, 1), (32, 2), (64, 1), (64, 2)):
         x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
-        x = keras.layers.BatchNormalization()(x)
+        if batchnorm:
+            x = keras.layers.BatchNormalization()(x)
         x = keras.layers.Activation("relu")(x)
     if mask_kwargs == "paper":
         x = keras_ersm.EnergyMask.paper(name="energy_mask")(x)
