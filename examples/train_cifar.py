@@ -364,7 +364,9 @@ def pass_through_mask(baseline):
 # Evaluation and report
 
 
-def evaluate(name, model, test, num_classes, seed, batch_size):
+def evaluate(name, model, test, seed, batch_size):
+    """Clean accuracy, occlusion, deletion curves and mask figures of a model."""
+    import keras_ersm
     from keras_ersm import evaluation
 
     x, y, masks = test
@@ -379,7 +381,7 @@ def evaluate(name, model, test, num_classes, seed, batch_size):
     result["occlusion"] = occlusion.to_dict()
     result["occlusion_mean"] = float(np.mean(list(occlusion.accuracy.values())))
     figures = {"occlusion": occlusion}
-    has_mask = bool(__import__("keras_ersm").models.energy_mask_layers(model))
+    has_mask = bool(keras_ersm.models.energy_mask_layers(model))
     if has_mask:
         orders = ("energy", "magnitude", "random", "grad_cam")
         target = model
@@ -684,9 +686,7 @@ def run(args, stage):
         )
         seconds = time.perf_counter() - start
         print(f"Evaluating {name}", flush=True)
-        result, figs = evaluate(
-            name, model, test, num_classes, args.seed, args.batch_size
-        )
+        result, figs = evaluate(name, model, test, args.seed, args.batch_size)
         result["train_seconds"] = seconds
         result["params"] = model.count_params()
         result["history"] = {

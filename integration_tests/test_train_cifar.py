@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import pytest
 
+import keras_ersm
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_cifar.py"
 BACKEND = keras.backend.backend()
 
@@ -88,7 +90,7 @@ def test_end_to_end_writes_every_report_file(tmp_path):
         image = matplotlib.image.imread(out / name)
         assert image.ndim == 3 and min(image.shape[:2]) > 100, name
 
-    x, _, _ = __import__("keras_ersm").datasets.make_cluttered(4, split="test")
+    x, _, _ = keras_ersm.datasets.make_cluttered(4, split="test")
     for name in example.MODEL_FILES:
         model = keras.saving.load_model(out / name)
         assert model.predict(x, verbose=0).shape == (4, 10)
