@@ -18,8 +18,10 @@ report behind.
 
 Data (`--dataset`): `cifar10` through tensorflow-datasets, `cluttered` (the
 bundled offline benchmark with object masks, `keras_ersm.datasets.
-make_cluttered`), or `auto` (CIFAR-10 when it can be loaded, otherwise the
-bundled benchmark). Offline, the defaults finish in a few minutes on a
+make_cluttered`), or `auto` (CIFAR-10 when it is already prepared in
+`--data-dir`, otherwise the bundled benchmark; `auto` never downloads, so
+the default run does not touch the network: ask for `--dataset cifar10` to
+download). Offline, the defaults finish in a few minutes on a
 laptop CPU:
 
     KERAS_BACKEND=jax python examples/train_cifar.py
@@ -104,8 +106,9 @@ def build_parser():
         "--dataset",
         choices=DATASETS,
         default="auto",
-        help="auto: CIFAR-10 when it can be loaded, else the bundled "
-        "cluttered benchmark",
+        help="auto: CIFAR-10 when already prepared in --data-dir (never "
+        "downloads), else the bundled cluttered benchmark; cifar10 downloads "
+        "when needed",
     )
     parser.add_argument(
         "--backbone",
@@ -219,13 +222,15 @@ def load_data(args):
     reason = None
     if args.dataset in ("auto", "cifar10"):
         train_size, eval_size, _ = run_settings(args, "cifar10")
+        download = args.dataset == "cifar10"
         try:
             x_train, y_train = datasets.load_cifar10(
                 "train" if train_size is None else f"train[:{train_size}]",
                 data_dir=args.data_dir,
+                download=download,
             )
             x_test, y_test = datasets.load_cifar10(
-                f"test[:{eval_size}]", data_dir=args.data_dir
+                f"test[:{eval_size}]", data_dir=args.data_dir, download=download
             )
             info = {
                 "name": "cifar10",
