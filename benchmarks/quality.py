@@ -43,7 +43,7 @@ VARIANTS = {
 }
 
 
-def build_model(mask_kwargs, image_size=32, num_classes=10, batchnorm=True):
+def build_model(mask_kwargs, image_size=32, num_classes=10, batchnorm=True, bn_momentum=0.9):
     """Four conv(+BN)+ReLU layers (stride 4 in all), mask, GAP, Dense.
 
     `mask_kwargs`: EnergyMask kwargs, `"paper"` for `EnergyMask.paper()`, or
@@ -54,7 +54,10 @@ def build_model(mask_kwargs, image_size=32, num_classes=10, batchnorm=True):
     for filters, strides in ((32, 1), (32, 2), (64, 1), (64, 2)):
         x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
         if batchnorm:
-            x = keras.layers.BatchNormalization()(x)
+            # Momentum 0.9, not Keras' 0.99: in runs this short the moving
+            # statistics of 0.99 lag the weights, which cost the baseline (but
+            # not the rescaled ERSM model) up to 20 points of test accuracy.
+            x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
         x = keras.layers.Activation("relu")(x)
     if mask_kwargs == "paper":
         x = keras_ersm.EnergyMask.paper(name="energy_mask")(x)
