@@ -132,7 +132,8 @@ def bench_overhead(backbone, image_size, batch_size, repeats):
             )
     for variant in models:
         times[variant] = float(np.median(samples[variant]))
-    features = models["energy_mask"].get_layer(index=1).output.shape
+    mask = keras_ersm.models.energy_mask_layers(models["energy_mask"])[0]
+    features = mask.input.shape
     return {
         "backbone": backbone,
         "image_size": image_size,
