@@ -5,7 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -c constraints.txt -e ".[all,dev,docs]"
+# Debian's chromium for the docs rendering test (skipped when unavailable).
+bash scripts/install_chromium.sh
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore
+echo "=== mkdocs build --strict ==="
+site_dir=$(mktemp -d)
+python -m mkdocs build --strict -q -d "$site_dir"
+rm -rf "$site_dir"
 status=0
 for backend in jax tensorflow torch; do
   echo "=== KERAS_BACKEND=$backend ==="
