@@ -157,6 +157,27 @@ def _shift_pad(x, top, left):
     return ops.pad(x, ((0, 0), rows, cols))
 
 
+def _safe_unit_tokens(tokens):
+    """`_scaled_tokens` only when the plain squared norms overflow.
+
+    The common case costs one pass (the squared norms); the per-token
+    max-magnitude scaling (three more passes) runs, through `ops.cond`, only
+    for a batch with a token whose squared norm is not finite (magnitudes
+    above ~1e19, or NaN/Inf inputs).
+    """
+    squared = ops.sum(tokens * tokens, axis=-1)
+
+    def plain():
+        return tokens, ops.ones_like(squared), ops.sqrt(
+            ops.maximum(squared, _NORM_FLOOR)
+        )
+
+    def scaled():
+        return _scaled_tokens(tokens)
+
+    return ops.cond(ops.all(ops.isfinite(squared)), plain, scaled)
+
+
 def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
     """Unbiased scores `w . p_hat_i` and redundancy `S_i` in one pass.
 
@@ -189,7 +210,7 @@ def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
     np.testing.assert_allclose(red, ersm_ops.redundancy(p_hat, norms), atol=1e-5)
     ```
     """
-    unit, scale, unit_norms = _scaled_tokens(ops.convert_to_tensor(tokens))
+    unit, scale, unit_norms = _safe_unit_tokens(ops.convert_to_tensor(tokens))
     inv = 1.0 / (unit_norms + epsilon / scale)
     projections = ops.matmul(unit, kernel)[..., 0] * inv
     right = _dot(unit[:, :, :-1], unit[:, :, 1:]) * inv[:, :, :-1] * inv[:, :, 1:]
