@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 python -m pip install -q -c constraints.txt -e ".[all,dev,docs]"
 # Debian's chromium for the docs rendering test (skipped when unavailable).
 bash scripts/install_chromium.sh
-export TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore
+export TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore NO_MKDOCS_2_WARNING=1
 echo "=== mkdocs build --strict ==="
 site_dir=$(mktemp -d)
 python -m mkdocs build --strict -q -d "$site_dir"
