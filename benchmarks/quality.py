@@ -39,6 +39,7 @@ VARIANTS = {
     "baseline": None,
     "ersm": {},
     "ersm_coherent": {"coherence_steps": 2},
+    "ersm_t05": {"temperature": 0.5},
     "paper": "paper",
 }
 
