@@ -148,12 +148,8 @@ def _dot(a, b):
     return ops.sum(a * b, axis=-1)
 
 
-def _shift_pad(x, top, left):
-    """Pads a `(B, h, w)` map by one row (top or bottom) and column."""
-    rows = (1, 0) if top else (0, 1)
-    if left is None:
-        return ops.pad(x, ((0, 0), rows, (0, 0)))
-    cols = (1, 0) if left else (0, 1)
+def _pad_grid(x, rows, cols):
+    """Zero-pads a `(B, h, w)` map; `rows` and `cols` are (before, after)."""
     return ops.pad(x, ((0, 0), rows, cols))
 
 
@@ -221,15 +217,18 @@ def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
     down_left = (
         _dot(unit[:, :-1, 1:], unit[:, 1:, :-1]) * inv[:, :-1, 1:] * inv[:, 1:, :-1]
     )
+    # Each pair map is credited to both of its tokens: the first token of a
+    # pair is padded after the pair map, the second one before it.
+    before, after, none = (1, 0), (0, 1), (0, 0)
     redundancy = (
-        ops.pad(right, ((0, 0), (0, 0), (0, 1)))
-        + ops.pad(right, ((0, 0), (0, 0), (1, 0)))
-        + _shift_pad(down, top=False, left=None)
-        + _shift_pad(down, top=True, left=None)
-        + _shift_pad(down_right, top=False, left=False)
-        + _shift_pad(down_right, top=True, left=True)
-        + _shift_pad(down_left, top=False, left=True)
-        + _shift_pad(down_left, top=True, left=False)
+        _pad_grid(right, none, after)
+        + _pad_grid(right, none, before)
+        + _pad_grid(down, after, none)
+        + _pad_grid(down, before, none)
+        + _pad_grid(down_right, after, after)
+        + _pad_grid(down_right, before, before)
+        + _pad_grid(down_left, after, before)
+        + _pad_grid(down_left, before, after)
     )
     return projections, redundancy
 
