@@ -61,17 +61,7 @@ class LocalizationResult:
         """
         from keras_ersm import visualization
 
-        figure, ax = visualization._figure(ax)
-        width = 0.8 / max(len(self.scores), 1)
-        for j, (name, values) in enumerate(self.scores.items()):
-            xs = np.arange(len(METRICS)) + j * width
-            ax.bar(xs, [values[m] for m in METRICS], width, label=name)
-        ax.axhline(self.object_fraction, color="gray", linestyle="--", linewidth=1)
-        ax.set_xticks(np.arange(len(METRICS)) + 0.4 - width / 2)
-        ax.set_xticklabels(METRICS)
-        ax.set_ylim(0, 1)
-        ax.legend(loc="best", fontsize="small")
-        return figure
+        return visualization.plot_localization(self, ax=ax)
 
     def __repr__(self):
         return f"LocalizationResult(layer={self.layer!r}, scores={self.scores})"

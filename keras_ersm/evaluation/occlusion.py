@@ -60,12 +60,8 @@ class OcclusionResult:
         """
         from keras_ersm import visualization
 
-        values = {"clean": self.clean_accuracy, **self.accuracy}
-        return visualization.plot_bars(
-            values,
-            title=f"occlusion (fill={self.fill})",
-            ylabel="accuracy (%)",
-            ax=ax,
+        return visualization.plot_occlusion(
+            self, title=f"Accuracy under occlusion (fill: {self.fill})", ax=ax
         )
 
     def __repr__(self):

@@ -54,12 +54,7 @@ class MaskStatisticsResult:
         """
         from keras_ersm import visualization
 
-        figure, ax = visualization._figure(ax)
-        ax.hist(self.per_image_mean, bins=20, range=(0.0, 1.0))
-        ax.set_xlabel("mean keep per image")
-        ax.set_ylabel("images")
-        ax.set_title(f"{self.layer}: active {self.values['active_fraction']:.2f}")
-        return figure
+        return visualization.plot_mask_histogram(self, ax=ax)
 
     def __repr__(self):
         values = ", ".join(f"{k}={v:.4f}" for k, v in self.values.items())
