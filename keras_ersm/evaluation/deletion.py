@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_ersm.evaluation import _data, _graph, gradients
+from keras_ersm.evaluation import _data, _graph, _progress, gradients
 
 ORDERS = ("energy", "magnitude", "random", "grad_cam")
 DIRECTIONS = ("lerf", "morf")
@@ -174,6 +174,7 @@ def deletion_curve(
     batch_size=32,
     step_batch_size=None,
     seed=0,
+    verbose=0,
 ):
     """Deletion curve: accuracy as tokens are deleted at an EnergyMask layer.
 
@@ -216,6 +217,9 @@ def deletion_curve(
         step_batch_size: rows (images x steps) per pass of the part after
             the layer, or `None` for `8 * batch_size`. Defaults to `None`.
         seed: int seed of the `"random"` order. Defaults to `0`.
+        verbose: `0` (silent), `1` or `"auto"` (a `keras.utils.Progbar`
+            per batch, as `model.evaluate` shows) or `2` (one line at the
+            end). Defaults to `0`.
 
     Returns:
         A `DeletionCurveResult` with `.fractions`, `.accuracy` (order ->
@@ -261,7 +265,8 @@ def deletion_curve(
     ks = correct = None
     total = 0
     num_tokens = 0
-    for x, y in _data.iter_batches(data, batch_size):
+    batches = _data.iter_batches(data, batch_size)
+    for x, y in _progress.track(batches, data, batch_size, verbose):
         outs = split.first.predict_on_batch(x)
         features, scores, keep, norms = outs[:4]
         cuts = list(outs[4:])

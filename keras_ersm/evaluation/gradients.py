@@ -8,7 +8,7 @@ with respect to a feature map. Each imports its backend lazily.
 import keras
 import numpy as np
 
-from keras_ersm.evaluation import _data, _graph
+from keras_ersm.evaluation import _data, _graph, _progress
 
 
 def _select(outputs, classes):
@@ -102,7 +102,7 @@ def _layer_data_format(layer):
     return getattr(layer, "data_format", None) or keras.config.image_data_format()
 
 
-def grad_cam(model, images, layer=None, classes=None, batch_size=32):
+def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     """Grad-CAM maps of a classifier at one layer.
 
     The model is split at `layer` (nested Functional backbones included);
@@ -120,6 +120,9 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32):
         classes: int array `(B,)` of the classes to explain, or `None` for
             the predicted classes. Defaults to `None`.
         batch_size: images per forward and backward pass. Defaults to `32`.
+        verbose: `0` (silent), `1` or `"auto"` (a `keras.utils.Progbar`
+            per batch, as `model.evaluate` shows) or `2` (one line at the
+            end). Defaults to `0`.
 
     Returns:
         Numpy float32 array `(B, h, w)` at the layer's resolution,
@@ -159,7 +162,8 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32):
     if classes is not None:
         classes = np.asarray(classes).reshape(-1)
     maps, offset = [], 0
-    for x, _ in _data.iter_batches(images, batch_size, labels=False):
+    batches = _data.iter_batches(images, batch_size, labels=False)
+    for x, _ in _progress.track(batches, images, batch_size, verbose):
         outs = split.first.predict_on_batch(x)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         features, cuts = outs[0], list(outs[1:])

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_ersm.evaluation import _graph, gradients, statistics
+from keras_ersm.evaluation import _graph, _progress, gradients, statistics
 
 METRICS = ("mass_inside", "pointing_game", "iou")
 
@@ -101,7 +101,13 @@ def localization_scores(maps, objects):
 
 
 def mask_localization(
-    model, images, object_masks, layer=None, grad_cam=True, batch_size=32
+    model,
+    images,
+    object_masks,
+    layer=None,
+    grad_cam=True,
+    batch_size=32,
+    verbose=0,
 ):
     """Localization of an EnergyMask layer's keep map against object masks.
 
@@ -122,6 +128,9 @@ def mask_localization(
             model's last one. Defaults to `None`.
         grad_cam: whether to score Grad-CAM too. Defaults to `True`.
         batch_size: images per forward pass. Defaults to `32`.
+        verbose: `0` (silent), `1` or `"auto"` (a `keras.utils.Progbar`
+            per batch of the Grad-CAM pass, or of the keep maps without
+            it) or `2` (one line at the end). Defaults to `0`.
 
     Returns:
         A `LocalizationResult` with `.scores["keep"]` (and
@@ -169,10 +178,15 @@ def mask_localization(
             f"{objects.shape} for images of shape {images.shape}"
         )
     objects = objects > 0
-    _, keep, _ = statistics.keep_maps(model, images, mask, batch_size)
+    _progress.check_verbose(verbose)
+    _, keep, _ = statistics.keep_maps(
+        model, images, mask, batch_size, verbose=0 if grad_cam else verbose
+    )
     scores = {"keep": localization_scores(keep, objects)}
     if grad_cam:
-        cam = gradients.grad_cam(model, images, layer=mask, batch_size=batch_size)
+        cam = gradients.grad_cam(
+            model, images, layer=mask, batch_size=batch_size, verbose=verbose
+        )
         peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
         scores["grad_cam"] = localization_scores(cam / np.maximum(peak, 1e-12), objects)
     return LocalizationResult(scores, objects.mean(), len(images), mask.name)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_ersm.evaluation import _data, _graph
+from keras_ersm.evaluation import _data, _graph, _progress
 
 FILLS = ("mean", "zero", "noise")
 
@@ -142,6 +142,7 @@ def occlusion_robustness(
     seed=0,
     batch_size=32,
     data_format=None,
+    verbose=0,
 ):
     """Accuracy of any Keras image classifier under structured occlusion.
 
@@ -174,6 +175,9 @@ def occlusion_robustness(
         batch_size: images per forward pass (arrays only). Defaults to `32`.
         data_format: layout of the images, or `None` for
             `keras.config.image_data_format()`. Defaults to `None`.
+        verbose: `0` (silent), `1` or `"auto"` (a `keras.utils.Progbar`
+            per batch, as `model.evaluate` shows) or `2` (one line at the
+            end). Defaults to `0`.
 
     Returns:
         An `OcclusionResult` with `.clean_accuracy`, `.accuracy` (setting ->
@@ -250,7 +254,8 @@ def occlusion_robustness(
     correct = np.zeros(len(settings), dtype="int64")
     covered = np.zeros(len(settings), dtype="float64")
     clean = total = 0
-    for x, y in _data.iter_batches(data, batch_size):
+    batches = _data.iter_batches(data, batch_size)
+    for x, y in _progress.track(batches, data, batch_size, verbose):
         x = np.asarray(x)
         if x.ndim != 4:
             raise _graph.invalid(

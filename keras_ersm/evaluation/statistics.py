@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_ersm.evaluation import _data, _graph
+from keras_ersm.evaluation import _data, _graph, _progress
 
 
 class MaskStatisticsResult:
@@ -82,13 +82,14 @@ def keep_statistics(keep):
     return values, per_image
 
 
-def keep_maps(model, data, layer=None, batch_size=32, labels=False):
+def keep_maps(model, data, layer=None, batch_size=32, labels=False, verbose=0):
     """Keep maps `(B, gh, gw)` of an EnergyMask layer (and the labels)."""
     mask = _graph.resolve_mask_layer(model, layer)
     _data.check_batch_size(batch_size)
     split = _graph.cached_split("deletion", model, mask, False)
     keeps, ys = [], []
-    for x, y in _data.iter_batches(data, batch_size, labels=labels):
+    batches = _data.iter_batches(data, batch_size, labels=labels)
+    for x, y in _progress.track(batches, data, batch_size, verbose):
         keeps.append(np.asarray(split.first.predict_on_batch(x)[2]))
         ys.append(y)
     if not keeps:
@@ -96,7 +97,7 @@ def keep_maps(model, data, layer=None, batch_size=32, labels=False):
     return mask, np.concatenate(keeps, axis=0), ys
 
 
-def mask_statistics(model, data, layer=None, batch_size=32):
+def mask_statistics(model, data, layer=None, batch_size=32, verbose=0):
     """Statistics of an EnergyMask layer's keep maps over a dataset.
 
     Runs only the part of the model up to the layer. Labels are not needed.
@@ -108,6 +109,9 @@ def mask_statistics(model, data, layer=None, batch_size=32):
         layer: name or instance of the `EnergyMask` layer, or `None` for the
             model's last one. Defaults to `None`.
         batch_size: images per forward pass (arrays only). Defaults to `32`.
+        verbose: `0` (silent), `1` or `"auto"` (a `keras.utils.Progbar`
+            per batch, as `model.evaluate` shows) or `2` (one line at the
+            end). Defaults to `0`.
 
     Returns:
         A `MaskStatisticsResult`; `result.values` holds `mean_keep`,
@@ -133,6 +137,6 @@ def mask_statistics(model, data, layer=None, batch_size=32):
     assert 0.0 <= stats["active_fraction"] <= 1.0
     ```
     """
-    mask, keep, _ = keep_maps(model, data, layer, batch_size)
+    mask, keep, _ = keep_maps(model, data, layer, batch_size, verbose=verbose)
     values, per_image = keep_statistics(keep)
     return MaskStatisticsResult(values, per_image, mask.name)
