@@ -3,19 +3,7 @@
 import keras
 from keras import ops
 
-
-def _check_non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"Invalid value for argument `{name}`. Expected a non-negative "
-            f"number. Received: {name}={value!r}"
-        )
-    if value < 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`. Expected a non-negative "
-            f"number. Received: {name}={value!r}"
-        )
-    return float(value)
+from keras_ersm import _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_ersm")
@@ -31,12 +19,15 @@ class EnergyRegularizer(keras.regularizers.Regularizer):
     computed in float32 whatever the inputs' dtype.
 
     Args:
-        unary: non-negative float, `lambda`, the weight of the score term.
-            Defaults to `1e-3`.
-        pairwise: non-negative float, `gamma`, the weight of the neighbour
-            redundancy term. Defaults to `1e-3`.
-        weight: non-negative float multiplying the whole loss. Defaults to
-            `1.0`.
+        unary: finite non-negative float, `lambda`, the weight of the
+            score term. Defaults to `1e-3`.
+        pairwise: finite non-negative float, `gamma`, the weight of the
+            neighbour redundancy term. Defaults to `1e-3`.
+        weight: finite non-negative float multiplying the whole loss.
+            Defaults to `1.0`.
+
+    NaN or Inf weights raise a `ValueError` naming the argument (also when
+    a `.keras` file holding one is loaded); numpy scalars are accepted.
 
     Call arguments:
         keep: keep probabilities, shape `(B, gh, gw)`.
@@ -60,9 +51,11 @@ class EnergyRegularizer(keras.regularizers.Regularizer):
     """
 
     def __init__(self, unary=1e-3, pairwise=1e-3, weight=1.0):
-        self.unary = _check_non_negative("unary", unary)
-        self.pairwise = _check_non_negative("pairwise", pairwise)
-        self.weight = _check_non_negative("weight", weight)
+        self.unary = _validation.check_number("unary", unary, non_negative=True)
+        self.pairwise = _validation.check_number(
+            "pairwise", pairwise, non_negative=True
+        )
+        self.weight = _validation.check_number("weight", weight, non_negative=True)
 
     def energy(self, scores, redundancy):
         """Per-token energy `E`, float32, same shape as `scores`."""
