@@ -115,12 +115,58 @@ def labels_to_classes(y):
     return y.reshape(-1).astype("int64")
 
 
-def predictions_to_classes(predictions):
-    """Predicted classes: argmax, or `p > 0.5` for one output unit."""
+def predictions_to_classes(predictions, threshold=0.5):
+    """Predicted classes: argmax, or `p > threshold` for one output unit.
+
+    `threshold` is `output_threshold(model)`: 0.5 for probabilities, 0 for
+    logits.
+    """
     predictions = to_numpy(predictions)
     if predictions.ndim >= 2 and predictions.shape[-1] > 1:
         return np.argmax(predictions, axis=-1).reshape(-1)
-    return (predictions.reshape(-1) > 0.5).astype("int64")
+    return (predictions.reshape(-1) > threshold).astype("int64")
+
+
+_PROBABILITY_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "softmax", "log_softmax")
+
+
+def _output_layer(model):
+    """The layer whose output is the model's single output, or None."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        return None
+    for layer in reversed(getattr(model, "layers", None) or []):
+        try:
+            output = layer.output
+        except (AttributeError, ValueError, RuntimeError):
+            continue
+        if output is outputs[0]:
+            return layer
+    return None
+
+
+def output_threshold(model):
+    """Decision threshold of a one-unit output: 0 for logits, 0.5 otherwise.
+
+    Read from the model's final layer: a `sigmoid` (or `softmax`) activation
+    means probabilities (threshold 0.5); any other activation of a layer
+    that has one (`None`/`"linear"`, as `build_classifier` makes by default)
+    means logits (threshold 0). When the final layer cannot be found or has
+    no activation (a subclassed model, a `Reshape` after the head),
+    probabilities are assumed.
+    """
+    layer = _output_layer(model)
+    while isinstance(layer, keras.Model):
+        layer = _output_layer(layer)
+    if layer is None:
+        return 0.5
+    if isinstance(layer, keras.layers.Softmax):
+        return 0.5
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return 0.5
+    name = getattr(activation, "__name__", None) or str(activation)
+    return 0.5 if name in _PROBABILITY_ACTIVATIONS else 0.0
 
 
 def check_batch_size(batch_size, name="batch_size"):

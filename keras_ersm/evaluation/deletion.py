@@ -198,6 +198,9 @@ def deletion_curve(
     Args:
         model: a Functional or Sequential Keras classifier with an
             `EnergyMask` layer.
+            A one-unit output is read as a logit (class 1 when > 0) unless
+            the final layer has a sigmoid or softmax activation (class 1
+            when > 0.5).
         data: labelled data as `model.evaluate` takes it: a tuple `(x, y)` of
             arrays (integer or one-hot labels), a `tf.data.Dataset` or any
             iterable of `(x, y)` batches, or a `keras.utils.PyDataset`.
@@ -260,6 +263,7 @@ def deletion_curve(
     if steps is not None:
         deletion_ks(2, steps)  # Validates before any work.
     split = _graph.cached_split("deletion", model, mask, replace_keep)
+    threshold = _data.output_threshold(model)
     rng = np.random.default_rng(seed)
 
     ks = correct = None
@@ -283,7 +287,7 @@ def deletion_curve(
             correct = {o: np.zeros(len(ks), dtype="int64") for o in orders}
         cam = None
         if "grad_cam" in orders:
-            cam = _token_grad_cam(split, mask, outs, features, keep)
+            cam = _token_grad_cam(split, mask, outs, features, keep, threshold)
         priorities = _priorities(orders, scores, norms, cam, rng)
         positions = {o: deletion_positions(p, direction) for o, p in priorities.items()}
         keep_flat = keep.reshape(b, -1)
@@ -301,7 +305,8 @@ def deletion_curve(
                 keep_rows = binary * keep_flat[None]
             keep_rows = keep_rows.reshape((per_call * b, *grid)).astype("float32")
             preds = split.second.predict_on_batch([features, keep_rows, *cuts])
-            hits = _data.predictions_to_classes(preds).reshape(per_call, b)
+            hits = _data.predictions_to_classes(preds, threshold)
+            hits = hits.reshape(per_call, b)
             hits = (hits[: len(chunk)] == labels[None]).sum(axis=1)
             for (o, i), h in zip(chunk, hits, strict=True):
                 correct[o][i] += h
@@ -320,13 +325,13 @@ def deletion_curve(
     )
 
 
-def _token_grad_cam(split, mask, outs, features, keep):
+def _token_grad_cam(split, mask, outs, features, keep, threshold):
     """Grad-CAM at the mask layer's output, averaged per token."""
     masked = _data.to_numpy(
         mask.apply_keep(keras.ops.convert_to_tensor(features), keep)
     )
     head_cuts = [outs[i] for i in split.head_cut_index]
     preds = split.head.predict_on_batch([masked, *head_cuts])
-    classes = _data.predictions_to_classes(preds)
+    classes = _data.predictions_to_classes(preds, threshold)
     cam = gradients.head_cam(split.head, masked, head_cuts, classes, mask.data_format)
     return pool_to_tokens(cam, mask.patch_size)

@@ -159,6 +159,9 @@ def occlusion_robustness(
 
     Args:
         model: a Keras classifier taking one image tensor.
+            A one-unit output is read as a logit (class 1 when > 0) unless
+            the final layer has a sigmoid or softmax activation (class 1
+            when > 0.5).
         data: labelled data: `(x, y)` arrays, a `tf.data.Dataset`, an
             iterable of `(x, y)` batches or a `keras.utils.PyDataset`.
         patch_sizes: Cutout square sides in pixels. Defaults to `(4, 8)`.
@@ -250,6 +253,7 @@ def occlusion_robustness(
         )
     if object_masks is not None:
         settings += [("object", "object", 0, 0), ("background", "background", 0, 0)]
+    threshold = _data.output_threshold(model)
     rngs = [np.random.default_rng([seed, i]) for i in range(len(settings))]
     correct = np.zeros(len(settings), dtype="int64")
     covered = np.zeros(len(settings), dtype="float64")
@@ -264,7 +268,7 @@ def occlusion_robustness(
         labels = _data.labels_to_classes(y)
         images = np.moveaxis(x, 1, -1) if data_format == "channels_first" else x
         b, height, width = images.shape[:3]
-        clean += _correct(model, x, labels)
+        clean += _correct(model, x, labels, threshold)
         batch_objects = None
         if object_masks is not None:
             batch_objects = object_masks[total : total + b]
@@ -288,7 +292,7 @@ def occlusion_robustness(
             occluded = np.where(masks[..., None], filled, images).astype(x.dtype)
             if data_format == "channels_first":
                 occluded = np.moveaxis(occluded, -1, 1)
-            correct[i] += _correct(model, occluded, labels)
+            correct[i] += _correct(model, occluded, labels, threshold)
             covered[i] += masks.mean(axis=(1, 2)).sum()
         total += b
     if total == 0:
@@ -309,6 +313,7 @@ def occlusion_robustness(
     )
 
 
-def _correct(model, x, labels):
+def _correct(model, x, labels, threshold):
     predictions = model.predict_on_batch(x)
-    return int((_data.predictions_to_classes(predictions) == labels).sum())
+    classes = _data.predictions_to_classes(predictions, threshold)
+    return int((classes == labels).sum())

@@ -1,0 +1,59 @@
+"""Hostile and careless calls to the evaluation functions (issue 15).
+
+Each test guards one defect of the red-team pass and runs once per backend.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_ersm
+from keras_ersm.evaluation import _test_utils
+
+# --- item 3: one-output heads, logits or probabilities -----------------------
+
+
+def _one_output_classifier(activation):
+    """A classifier that is always right on `_binary_data`: its output is
+    +-0.1 (a logit, or sigmoid(+-0.1) with `activation="sigmoid"`)."""
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(
+        1, 1, use_bias=False, kernel_initializer="ones", name="conv"
+    )(inputs)
+    backbone = keras.Model(inputs, features, name="backbone")
+    model = keras_ersm.models.build_classifier(
+        backbone, num_classes=1, activation=activation, patch_size=2
+    )
+    head = model.get_layer("predictions")
+    head.set_weights([np.full((1, 1), 0.1, "float32"), np.zeros((1,), "float32")])
+    return model
+
+
+def _binary_data():
+    signs = np.array([1.0, -1.0] * 4, "float32")
+    x = np.ones((8, 8, 8, 1), "float32") * signs[:, None, None, None]
+    return x, (signs > 0).astype("int64")
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_one_output_head_is_scored_as_logits_or_probabilities(activation):
+    model = _one_output_classifier(activation)
+    x, y = _binary_data()
+    occlusion = keras_ersm.evaluation.occlusion_robustness(
+        model, (x, y), patch_sizes=(4,), fractions=(0.1,), hide_sizes=()
+    )
+    assert occlusion.clean_accuracy == 100.0
+    deletion = keras_ersm.evaluation.deletion_curve(
+        model, (x, y), orders=("random", "grad_cam"), steps=2
+    )
+    assert deletion.accuracy["random"][0] == 100.0
+    assert deletion.accuracy["grad_cam"][0] == 100.0
+    # One-hot style (N, 1) float labels are read the same way.
+    occlusion = keras_ersm.evaluation.occlusion_robustness(
+        model,
+        (x, y[:, None].astype("float32")),
+        patch_sizes=(4,),
+        fractions=(0.1,),
+        hide_sizes=(),
+    )
+    assert occlusion.clean_accuracy == 100.0
