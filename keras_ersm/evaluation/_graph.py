@@ -20,17 +20,11 @@ import keras
 from keras import ops
 
 from keras_ersm import ops as ersm_ops
+from keras_ersm._validation import invalid, invalid_type  # noqa: F401
 from keras_ersm.layers.energy_mask import EnergyMask
 from keras_ersm.models.utils import energy_mask_layers
 
 _CACHE = weakref.WeakKeyDictionary()
-
-
-def invalid(name, expected, value):
-    return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
 
 
 def _walk(layer, seen=None):

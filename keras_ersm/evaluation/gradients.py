@@ -102,6 +102,33 @@ def _layer_data_format(layer):
     return getattr(layer, "data_format", None) or keras.config.image_data_format()
 
 
+def _check_classes(classes, head):
+    """Integer classes within the model's output units."""
+    classes = np.asarray(classes)
+    if classes.dtype == bool or not np.issubdtype(classes.dtype, np.integer):
+        if not (
+            np.issubdtype(classes.dtype, np.floating)
+            and np.all(np.isfinite(classes))
+            and np.all(classes == np.round(classes))
+        ):
+            raise _graph.invalid_type(
+                "classes", "an integer array (B,) of class indices", classes
+            )
+    classes = classes.reshape(-1).astype("int64")
+    units = head.outputs[0].shape[-1]
+    # A one-unit output explains its single score for class 0 or 1.
+    limit = None if units is None else max(int(units), 2)
+    if len(classes) and (
+        classes.min() < 0 or (limit is not None and classes.max() >= limit)
+    ):
+        raise _graph.invalid(
+            "classes",
+            f"class indices in [0, {limit})" if limit else "non-negative indices",
+            classes,
+        )
+    return classes
+
+
 def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     """Grad-CAM maps of a classifier at one layer.
 
@@ -117,8 +144,9 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
         layer: name or instance of a layer with a 4-D output, or `None` for
             the model's last `EnergyMask` layer (its masked output). Defaults
             to `None`.
-        classes: int array `(B,)` of the classes to explain, or `None` for
-            the predicted classes. Defaults to `None`.
+        classes: int array `(B,)` of the classes to explain, each in
+            `[0, num_classes)`, or `None` for the predicted classes.
+            Defaults to `None`.
         batch_size: images per forward and backward pass. Defaults to `32`.
         verbose: `0` (silent), `1` or `"auto"` (a `keras.utils.Progbar`
             per batch, as `model.evaluate` shows) or `2` (one line at the
@@ -160,7 +188,7 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     split = _graph.cached_split("output", model, target)
     data_format = _layer_data_format(target)
     if classes is not None:
-        classes = np.asarray(classes).reshape(-1)
+        classes = _check_classes(classes, split.head)
     maps, offset = [], 0
     batches = _data.iter_batches(images, batch_size, labels=False)
     for x, _ in _progress.track(batches, images, batch_size, verbose):
@@ -179,4 +207,12 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
                 )
         maps.append(head_cam(split.head, features, cuts, batch_classes, data_format))
         offset += count
+    if not maps:
+        raise _graph.invalid("images", "at least one image", "no images")
+    if classes is not None and offset != len(classes):
+        raise _graph.invalid(
+            "classes",
+            f"one class per image ({offset} images)",
+            f"array of length {len(classes)}",
+        )
     return np.concatenate(maps, axis=0).astype("float32")

@@ -57,3 +57,28 @@ def test_one_output_head_is_scored_as_logits_or_probabilities(activation):
         hide_sizes=(),
     )
     assert occlusion.clean_accuracy == 100.0
+
+
+# --- item 5: grad_cam with out-of-range classes ------------------------------
+
+
+@pytest.mark.parametrize("classes", [[0, 2], [-1, 0], [5, 1]])
+def test_grad_cam_rejects_out_of_range_classes(classes):
+    model = _test_utils.tiny_model()
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"`classes`.*\[0, 2\).*Received: classes="):
+        keras_ersm.evaluation.grad_cam(model, x, classes=classes)
+
+
+def test_grad_cam_class_checks():
+    model = _test_utils.tiny_model()
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    assert keras_ersm.evaluation.grad_cam(model, x, classes=np.int64([1, 0])).shape == (
+        2,
+        16,
+        16,
+    )
+    with pytest.raises(TypeError, match="classes="):
+        keras_ersm.evaluation.grad_cam(model, x, classes=["a", "b"])
+    with pytest.raises(ValueError, match="one class per image"):
+        keras_ersm.evaluation.grad_cam(model, x, classes=[1, 0, 1])
