@@ -18,6 +18,38 @@ def _freeze(model):
             layer.trainable = False
 
 
+def _walk(layer):
+    yield layer
+    for child in getattr(layer, "layers", None) or []:
+        if child is not layer:
+            yield from _walk(child)
+
+
+def backbone_data_format(backbone):
+    """The data format of a backbone's feature maps, read from its layers.
+
+    Every layer with a `data_format` attribute (convolutions, pooling,
+    nested backbones' layers) must agree; a backbone without any such layer
+    follows `keras.config.image_data_format()`.
+
+    Raises:
+        ValueError: the layers disagree.
+    """
+    formats = {
+        layer.data_format
+        for layer in _walk(backbone)
+        if getattr(layer, "data_format", None) in ("channels_last", "channels_first")
+    }
+    if len(formats) > 1:
+        raise ValueError(
+            "Invalid value for argument `backbone`. Its layers mix "
+            "'channels_last' and 'channels_first', so the data format of its "
+            "feature maps cannot be known. Pass `data_format=` (an EnergyMask "
+            f"argument) explicitly. Received: backbone={backbone.name!r}"
+        )
+    return formats.pop() if formats else keras.config.image_data_format()
+
+
 def build_classifier(
     backbone,
     num_classes,
@@ -63,7 +95,9 @@ def build_classifier(
             (`"<backbone>_ersm_classifier"`, or `"<backbone>_classifier"`
             without mask).
         **mask_kwargs: arguments of every inserted `EnergyMask`, e.g.
-            `patch_size=2`.
+            `patch_size=2`. `data_format` defaults to the backbone's (read
+            from its layers, e.g. a `channels_first` convolution), which
+            the pooling also uses.
 
     Returns:
         A Functional `keras.Model` from the backbone's inputs to
@@ -123,6 +157,7 @@ def build_classifier(
             f"with include_top=False). Received: backbone={backbone.name!r} "
             f"with output shapes {shapes}"
         )
+    data_format = mask_kwargs.get("data_format") or backbone_data_format(backbone)
     if mask_at is None:
         if mask_kwargs:
             raise ValueError(
@@ -131,12 +166,13 @@ def build_classifier(
             )
         plans = {}
     else:
-        plans = insertion.plan_masks(backbone, mask_at, False, mask_kwargs)
+        plans = insertion.plan_masks(
+            backbone, mask_at, False, {**mask_kwargs, "data_format": data_format}
+        )
     features, _ = insertion.clone_with_masks(backbone, plans)
     if freeze_backbone:
         _freeze(features)
     taken = insertion.all_names(features)
-    data_format = mask_kwargs.get("data_format")
     x = keras.layers.GlobalAveragePooling2D(
         data_format=data_format, name=insertion.unique_name("avg_pool", taken)
     )(features.outputs[0])

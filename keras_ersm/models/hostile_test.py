@@ -1,0 +1,47 @@
+"""Hostile and careless calls to `keras_ersm.models` (issue 15).
+
+Each test guards one defect of the red-team pass and runs once per backend.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_ersm
+from keras_ersm.models import build_classifier
+
+# --- item 4: channels_first backbones ----------------------------------------
+
+
+def _channels_first_backbone():
+    inputs = keras.Input((3, 8, 12))
+    x = keras.layers.Conv2D(
+        4, 3, padding="same", data_format="channels_first", name="conv"
+    )(inputs)
+    return keras.Model(inputs, x, name="cf_backbone")
+
+
+def test_classifier_takes_the_data_format_from_a_channels_first_backbone():
+    model = build_classifier(_channels_first_backbone(), 2, patch_size=2)
+    (mask,) = keras_ersm.models.energy_mask_layers(model)
+    assert mask.data_format == "channels_first"
+    assert tuple(mask.kernel.shape) == (2 * 2 * 4, 1)
+    assert tuple(model.get_layer("predictions").kernel.shape) == (4, 2)
+    x = np.random.default_rng(0).random((2, 3, 8, 12)).astype("float32")
+    assert tuple(model(x).shape) == (2, 2)
+    baseline = build_classifier(_channels_first_backbone(), 2, mask_at=None)
+    assert tuple(baseline.get_layer("predictions").kernel.shape) == (4, 2)
+
+
+def test_classifier_rejects_a_backbone_of_mixed_data_formats():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.MaxPooling2D(data_format="channels_first", name="pool")(x)
+    backbone = keras.Model(inputs, x)
+    with pytest.raises(ValueError, match="mix.*data_format="):
+        build_classifier(backbone, 2)
+    # An explicit data_format settles it.
+    model = build_classifier(backbone, 2, data_format="channels_last")
+    assert keras_ersm.models.energy_mask_layers(model)[0].data_format == (
+        "channels_last"
+    )
