@@ -230,22 +230,32 @@ class MaskStatistics(_EvaluationCallback):
 
 
 class MaskSnapshot(_EvaluationCallback):
-    """Saves PNG overlays of an EnergyMask layer's keep maps on images.
+    """Saves overlays of an EnergyMask layer's keep maps on images.
 
-    On epochs `0, every, ...` and the last, writes
-    `"{directory}/{layer}_epoch_{epoch:04d}.png"`: each image above, and
-    below it the keep map (nearest neighbour, colormap `"jet"` in [0, 1])
-    over the image. Writes `"{prefix}/mean_keep"` of the snapshot images
-    into `logs`.
+    On epochs `0, every, ...` and the last, draws each image above and,
+    below it, its keep map (nearest neighbour, colormap `"jet"` in [0, 1],
+    with a colorbar) over the image, and writes the figure as a PNG file
+    `"{directory}/{layer}_epoch_{epoch:04d}.png"` and/or as a TensorBoard
+    image `"{prefix}/keep_maps"` (step: the epoch) in
+    `"{tensorboard_dir}/keep_maps"`. Give `tensorboard_dir` the `log_dir`
+    of `keras.callbacks.TensorBoard`, and the images appear next to its
+    `train` and `validation` logs, as the run `keep_maps`. Writes
+    `"{prefix}/mean_keep"` of the snapshot images into `logs`.
 
     Args:
         images: array of a few images `(B, H, W, C)`.
-        directory: folder for the PNG files (created if needed).
+        directory: folder for the PNG files (created if needed), or `None`
+            for no PNG files (then `tensorboard_dir` is needed).
         layer: name of the `EnergyMask` layer, or `None` for the last one.
             Defaults to `None`.
         every: save every this many epochs. Defaults to `1`.
         max_images: at most this many images per snapshot. Defaults to `8`.
-        prefix: prefix of the log key. Defaults to `"snapshot"`.
+        prefix: prefix of the log key and of the TensorBoard image tag.
+            Defaults to `"snapshot"`.
+        tensorboard_dir: a TensorBoard log directory, or `None` for no
+            TensorBoard images. Needs TensorFlow and TensorBoard
+            (`pip install tensorflow tensorboard`), whatever the Keras
+            backend. Defaults to `None`.
 
     Examples:
 
@@ -264,17 +274,45 @@ class MaskSnapshot(_EvaluationCallback):
     model.compile("adam", "sparse_categorical_crossentropy")
     x = np.random.rand(16, 8, 8, 3).astype("float32")
     y = np.random.randint(0, 2, 16)
-    model.fit(x, y, epochs=1, verbose=0, callbacks=[
-        keras_ersm.callbacks.MaskSnapshot(x[:4], "/tmp/ersm_snapshots")])
+    snapshots = keras_ersm.callbacks.MaskSnapshot(x[:4], "snapshots")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[snapshots])
+    print(snapshots.paths)  # ['snapshots/<mask name>_epoch_0000.png']
+    ```
+
+    With TensorBoard (the images land in `logs/keep_maps`):
+
+    ```python
+    logs = "logs"
+    callbacks = [
+        keras_ersm.callbacks.MaskSnapshot(x[:4], None, tensorboard_dir=logs),
+        keras.callbacks.TensorBoard(logs),
+    ]
     ```
     """
 
     def __init__(
-        self, images, directory, layer=None, every=1, max_images=8, prefix="snapshot"
+        self,
+        images,
+        directory,
+        layer=None,
+        every=1,
+        max_images=8,
+        prefix="snapshot",
+        tensorboard_dir=None,
     ):
         super().__init__(every, prefix)
-        if not isinstance(directory, (str, os.PathLike)):
-            raise invalid("directory", "a path", directory)
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise invalid("directory", "a path or None", directory)
+        if tensorboard_dir is not None and not isinstance(
+            tensorboard_dir, (str, os.PathLike)
+        ):
+            raise invalid("tensorboard_dir", "a path or None", tensorboard_dir)
+        if directory is None and tensorboard_dir is None:
+            raise ValueError(
+                "Invalid value for argument `directory`. Expected a path, or "
+                "a `tensorboard_dir` to write to instead. Received: "
+                "directory=None and tensorboard_dir=None"
+            )
         if (
             isinstance(max_images, bool)
             or not isinstance(max_images, int)
@@ -282,22 +320,54 @@ class MaskSnapshot(_EvaluationCallback):
         ):
             raise invalid("max_images", "a positive integer", max_images)
         self.images = images
-        self.directory = os.fspath(directory)
+        self.directory = None if directory is None else os.fspath(directory)
+        self.tensorboard_dir = (
+            None if tensorboard_dir is None else os.fspath(tensorboard_dir)
+        )
         self.layer = layer
         self.max_images = max_images
         self.paths = []
+        self._writer = None
 
     def evaluate(self, epoch):
         images = self.images[: self.max_images]
         mask, keep, _ = evaluation.statistics.keep_maps(self.model, images, self.layer)
-        os.makedirs(self.directory, exist_ok=True)
         figure = visualization.overlay_keep(
-            images, keep, data_format=mask.data_format, max_images=self.max_images
+            images,
+            keep,
+            data_format=mask.data_format,
+            max_images=self.max_images,
+            title=f"Keep maps of {mask.name} after epoch {epoch + 1}",
         )
-        path = os.path.join(self.directory, f"{mask.name}_epoch_{epoch:04d}.png")
-        figure.savefig(path, dpi=80)
-        self.paths.append(path)
+        if self.directory is not None:
+            os.makedirs(self.directory, exist_ok=True)
+            path = os.path.join(self.directory, f"{mask.name}_epoch_{epoch:04d}.png")
+            figure.savefig(path, dpi=80)
+            self.paths.append(path)
+        if self.tensorboard_dir is not None:
+            self._write_image(visualization.figure_to_rgb(figure, dpi=80), epoch)
         return keep
+
+    def _write_image(self, rgb, epoch):
+        try:
+            import tensorflow as tf
+        except ImportError as error:
+            raise ImportError(
+                "MaskSnapshot(tensorboard_dir=...) needs TensorFlow and "
+                "TensorBoard: pip install tensorflow tensorboard"
+            ) from error
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(
+                os.path.join(self.tensorboard_dir, "keep_maps")
+            )
+        with self._writer.as_default():
+            tf.summary.image(f"{self.prefix}/keep_maps", rgb[None], step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def scalars(self, result):
         return {"mean_keep": float(result.mean())}

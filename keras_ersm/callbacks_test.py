@@ -88,19 +88,52 @@ def test_constructors_are_cheap_and_validate():
         keras_ersm.callbacks.MaskSnapshot(x, "/tmp/unused", max_images=0)
 
 
-def test_tensorboard_accepts_keys(tmp_path):
+def test_constructor_needs_a_destination():
+    x, _, _ = _test_utils.synthetic_data(num=4)
+    with pytest.raises(ValueError, match="tensorboard_dir"):
+        keras_ersm.callbacks.MaskSnapshot(x, None)
+    with pytest.raises(ValueError, match="tensorboard_dir"):
+        keras_ersm.callbacks.MaskSnapshot(x, None, tensorboard_dir=3)
+
+
+def _event_tags(directory):
+    import tensorflow as tf
+
+    tags = []
+    for name in sorted(os.listdir(directory)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name)):
+            tags += [(v.tag, event.step) for v in event.summary.value]
+    return tags
+
+
+def test_tensorboard_records_keys_and_keep_map_images(tmp_path):
+    # tensorboard is in the `tensorflow` and `all` extras: runs on every backend.
     pytest.importorskip("tensorflow")
     pytest.importorskip("tensorboard")
     x, y, _ = _test_utils.synthetic_data(num=8)
     model = _compiled_model()
+    logs = tmp_path / "tb"
+    snapshot = keras_ersm.callbacks.MaskSnapshot(
+        x[:2], None, every=2, tensorboard_dir=str(logs)
+    )
     model.fit(
         x,
         y,
-        epochs=1,
+        epochs=3,
         verbose=0,
         callbacks=[
-            keras_ersm.callbacks.MaskStatistics(x),
-            keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+            keras_ersm.callbacks.MaskStatistics(x, every=2),
+            snapshot,
+            keras.callbacks.TensorBoard(str(logs)),
         ],
     )
-    assert any("train" in d for d in os.listdir(tmp_path / "tb"))
+    assert sorted(os.listdir(logs)) == ["keep_maps", "train"]
+    assert snapshot.paths == []  # no PNG directory given
+    # Keep-map overlays as images, one per evaluated epoch (0 and 2).
+    assert _event_tags(logs / "keep_maps") == [
+        ("snapshot/keep_maps", 0),
+        ("snapshot/keep_maps", 2),
+    ]
+    # The callbacks' numbers reach TensorBoard's epoch scalars.
+    tags = {tag for tag, _ in _event_tags(logs / "train")}
+    assert "epoch_mask/mean_keep" in tags and "epoch_snapshot/mean_keep" in tags

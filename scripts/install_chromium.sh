@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs Debian's chromium package, which the docs' rendering test
+# Installs Debian's chromium package with apt-get (as root, or with
+# passwordless sudo), which the docs' rendering test
 # (keras_ersm/docs_test.py::test_site_renders_in_chromium) drives headless.
+# scripts/test.sh calls it; the README says so.
 # Does nothing when /usr/bin/chromium exists. When it cannot install (no
 # apt-get, no root, no network) it says so and exits 0: the rendering test
 # then skips with a message naming this script.
@@ -24,7 +26,11 @@ fi
 echo "install_chromium.sh: installing Debian's chromium for the docs rendering test" >&2
 if $sudo apt-get update -qq \
   && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then
-  /usr/bin/chromium --version >&2 || true
+  # The binary itself: Debian's /usr/bin/chromium is a sh wrapper that can
+  # print "[: ...: unexpected operator" from its environment checks.
+  if [ -x /usr/lib/chromium/chromium ]; then
+    /usr/lib/chromium/chromium --version >&2 2>/dev/null || true
+  fi
 else
   echo "install_chromium.sh: apt-get install chromium failed; the docs rendering test will be skipped." >&2
 fi
