@@ -1,7 +1,10 @@
 """CIFAR-10 through tensorflow-datasets, ready for `model.fit` on any backend."""
 
+import logging
+import os
 import re
 import socket
+import sys
 
 import numpy as np
 
@@ -40,7 +43,23 @@ def _invalid(name, expected, value):
     )
 
 
+class _QuietMissingVariant(logging.Filter):
+    """Drops tfds' "Variant folder ... has no dataset_info.json" warning.
+
+    tfds logs it while looking for a dataset that is not prepared, a case
+    `load_cifar10` reports itself (`DatasetUnavailableError`).
+    """
+
+    def filter(self, record):
+        return "has no dataset_info.json" not in record.getMessage()
+
+
 def _import_tfds():
+    if "tensorflow" not in sys.modules:
+        # TensorFlow's C++ INFO lines (oneDNN, "Could not find cuda
+        # drivers") on first import; warnings and errors still show, and a
+        # value the user set wins.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         import tensorflow_datasets as tfds
     except ImportError as error:
@@ -144,13 +163,18 @@ def load_cifar10(
     tfds = _import_tfds()
 
     def load(download_now):
-        return tfds.load(
-            "cifar10",
-            split=split,
-            data_dir=data_dir,
-            as_supervised=True,
-            download=download_now,
-        )
+        quiet = _QuietMissingVariant()
+        logging.getLogger("absl").addFilter(quiet)
+        try:
+            return tfds.load(
+                "cifar10",
+                split=split,
+                data_dir=data_dir,
+                as_supervised=True,
+                download=download_now,
+            )
+        finally:
+            logging.getLogger("absl").removeFilter(quiet)
 
     try:
         ds = load(False)
