@@ -46,7 +46,9 @@ def invalid_type(name, expected, value, hint=""):
 
 def is_int(value):
     """True for Python and numpy integers, False for bools."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, numbers.Integral) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def is_number(value):
