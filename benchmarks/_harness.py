@@ -112,3 +112,40 @@ def write_json(path, payload):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
+
+
+def set_threads(threads):
+    """Pins torch's intra-op threads (the XLA backends keep their own)."""
+    if threads and BACKEND == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def threads():
+    if BACKEND == "torch":
+        import torch
+
+        return torch.get_num_threads()
+    return os.cpu_count()
+
+
+def elementwise_pass_time(x, repeats=7):
+    """Median time of one elementwise multiply of `x` into a new tensor.
+
+    The unit of "passes": a layer call costing `t` is `t / pass` passes.
+    """
+    if BACKEND == "jax":
+        import jax
+
+        fn = jax.jit(lambda t: t * 2.0)
+        return median_time(lambda: jax.block_until_ready(fn(x)), (), repeats=repeats)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda t: t * 2.0, jit_compile=True)
+        return median_time(lambda: fn(x), (), repeats=repeats)
+    import torch
+
+    with torch.no_grad():
+        return median_time(lambda: x * 2.0, (), repeats=repeats)

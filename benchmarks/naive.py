@@ -44,3 +44,68 @@ def naive_ersm(x, kernel, bias, p=1, unary=1e-3, pairwise=1e-3):
     loss = ops.mean(keep * energy)
     output = fold(tokens * keep[..., None], p, c)
     return output, loss
+
+
+# --- The layer's fast path before issue 17, kept to time it side by side ---
+#
+# `keras_ersm.ops.scores_and_redundancy` as of commit 51ab256: norms from a
+# multiply-then-sum, and the four neighbour-pair dot products from shifted
+# 4-D slices (each materialising a full-size product before its reduction).
+# `benchmarks/speed.py --compare-previous` swaps it into the layer.
+
+_NORM_FLOOR = 1e-30
+
+
+def _previous_scaled_tokens(tokens):
+    scale = ops.max(ops.abs(tokens), axis=-1, initial=0.0)
+    scale = ops.where(scale > 0, scale, ops.ones_like(scale))
+    unit = tokens / scale[..., None]
+    squared = ops.sum(ops.square(unit), axis=-1)
+    return unit, scale, ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
+
+
+def _previous_safe_unit_tokens(tokens):
+    squared = ops.sum(tokens * tokens, axis=-1)
+
+    def plain():
+        norms = ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
+        return tokens, ops.ones_like(squared), norms
+
+    return ops.cond(
+        ops.all(ops.isfinite(squared)), plain, lambda: _previous_scaled_tokens(tokens)
+    )
+
+
+def _dot(a, b):
+    return ops.sum(a * b, axis=-1)
+
+
+def _pad_grid(x, rows, cols):
+    return ops.pad(x, ((0, 0), rows, cols))
+
+
+def previous_scores_and_redundancy(tokens, kernel, epsilon=EPS):
+    """The layer's `(projections, redundancy)` as computed before issue 17."""
+    unit, scale, unit_norms = _previous_safe_unit_tokens(ops.convert_to_tensor(tokens))
+    inv = 1.0 / (unit_norms + epsilon / scale)
+    projections = ops.matmul(unit, kernel)[..., 0] * inv
+    right = _dot(unit[:, :, :-1], unit[:, :, 1:]) * inv[:, :, :-1] * inv[:, :, 1:]
+    down = _dot(unit[:, :-1], unit[:, 1:]) * inv[:, :-1] * inv[:, 1:]
+    down_right = (
+        _dot(unit[:, :-1, :-1], unit[:, 1:, 1:]) * inv[:, :-1, :-1] * inv[:, 1:, 1:]
+    )
+    down_left = (
+        _dot(unit[:, :-1, 1:], unit[:, 1:, :-1]) * inv[:, :-1, 1:] * inv[:, 1:, :-1]
+    )
+    before, after, none = (1, 0), (0, 1), (0, 0)
+    redundancy = (
+        _pad_grid(right, none, after)
+        + _pad_grid(right, none, before)
+        + _pad_grid(down, after, none)
+        + _pad_grid(down, before, none)
+        + _pad_grid(down_right, after, after)
+        + _pad_grid(down_right, before, before)
+        + _pad_grid(down_left, after, before)
+        + _pad_grid(down_left, before, after)
+    )
+    return projections, redundancy

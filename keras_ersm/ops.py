@@ -6,6 +6,8 @@ maps are always channels_last: `(batch, grid_h, grid_w, depth)` with
 patch, channel), as in DESIGN.md section 1.
 """
 
+import keras
+import numpy as np
 from keras import ops
 
 EPSILON = 1e-6
@@ -153,36 +155,182 @@ def _pad_grid(x, rows, cols):
     return ops.pad(x, ((0, 0), rows, cols))
 
 
+def _plain_norms(tokens):
+    """Token norms without scaling, as the backend computes them fastest.
+
+    On torch, `linalg.vector_norm` is one pass with a zero gradient at an
+    all-zero token; under XLA (JAX, TensorFlow) the squared sum fuses into
+    one pass and the floor keeps the gradient at zero finite.
+    """
+    if keras.backend.backend() == "torch":
+        return ops.norm(tokens, axis=-1)
+    squared = ops.sum(ops.square(tokens), axis=-1)
+    return ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
+
+
 def _safe_unit_tokens(tokens):
     """`_scaled_tokens` only when the plain squared norms overflow.
 
-    The common case costs one pass (the squared norms); the per-token
-    max-magnitude scaling (three more passes) runs, through `ops.cond`, only
-    for a batch with a token whose squared norm is not finite (magnitudes
-    above ~1e19, or NaN/Inf inputs).
+    The common case costs one pass (the norms); the per-token max-magnitude
+    scaling (three more passes) runs, through `ops.cond`, only for a batch
+    with a token whose squared norm is not finite (magnitudes above ~1e19,
+    or NaN/Inf inputs). The squared norm must be finite because the
+    neighbour dot products reach it.
     """
-    squared = ops.sum(tokens * tokens, axis=-1)
+    norms = _plain_norms(tokens)
 
     def plain():
-        return tokens, ops.ones_like(squared), ops.sqrt(
-            ops.maximum(squared, _NORM_FLOOR)
-        )
+        return tokens, ops.ones_like(norms), norms
 
     def scaled():
         return _scaled_tokens(tokens)
 
-    return ops.cond(ops.all(ops.isfinite(squared)), plain, scaled)
+    return ops.cond(ops.all(ops.isfinite(ops.square(norms))), plain, scaled)
+
+
+def unit_tokens(tokens, epsilon=EPSILON):
+    """Returns `(unit, inv)` with `p_hat = unit * inv[..., None]`.
+
+    `unit` is `tokens` itself unless a squared norm overflows (then each
+    token divided by its largest magnitude), and
+    `inv = 1 / (||unit|| + epsilon / scale)`, so the normalised tokens are
+    never materialised. Both are differentiable: feed them to
+    `projections` (keep path) and `pair_redundancy` (energy), the latter
+    through `ops.stop_gradient` when the energy must not train the
+    features.
+
+    Args:
+        tokens: `(B, gh, gw, D)` float tensor.
+        epsilon: normalisation epsilon. Defaults to `1e-6`.
+
+    Returns:
+        Tuple `(unit, inv)` of shapes `(B, gh, gw, D)` and `(B, gh, gw)`.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    from keras_ersm import ops as ersm_ops
+    x = np.random.default_rng(0).normal(size=(2, 3, 3, 4)).astype("float32")
+    unit, inv = ersm_ops.unit_tokens(x)
+    p_hat, _ = ersm_ops.normalize_tokens(x)
+    np.testing.assert_allclose(unit * inv[..., None], p_hat, rtol=1e-5)
+    ```
+    """
+    unit, scale, unit_norms = _safe_unit_tokens(ops.convert_to_tensor(tokens))
+    return unit, 1.0 / (unit_norms + epsilon / scale)
+
+
+def projections(unit, inv, kernel):
+    """Unbiased scores `w . p_hat_i` from `unit_tokens`, `(B, gh, gw)`."""
+    return ops.matmul(unit, kernel)[..., 0] * inv
+
+
+# On these backends, grids of static width up to `_GRAM_MAX_WIDTH` use the
+# row Gram matrices (batched matmul, cost grows with the width); wider grids
+# and the XLA backends (which fuse the shifted dot products into about the
+# same cost, measured in benchmarks/speed.py) use the four shifted products.
+_GRAM_BACKENDS = ("torch",)
+_GRAM_MAX_WIDTH = 16
+
+
+def _band(width, offsets):
+    """Constant `(width, width)` float mask of `|i - j|` in `offsets`."""
+    i = np.arange(width)
+    band = np.isin(np.abs(i[:, None] - i[None, :]), offsets)
+    return ops.convert_to_tensor(band.astype("float32"))
+
+
+def _redundancy_gram(unit, inv, height, width):
+    """Redundancy from two batched matmuls over the rows of the grid.
+
+    `rows @ rows^T` holds every within-row pair (right neighbours on its
+    first off-diagonals), `rows[:-1] @ rows[1:]^T` every pair of a row
+    with the next one (down, down-left and down-right on its three central
+    diagonals). The matmuls read the tokens once each and write only
+    `(rows, w, w)` maps, and their backward is two more matmuls each.
+    """
+    depth = ops.shape(unit)[-1]
+    rows = ops.reshape(unit, (-1, width, depth))
+    inv = ops.reshape(inv, (-1, width))
+    same = ops.matmul(rows, ops.transpose(rows, (0, 2, 1)))
+    same = same * (inv[:, :, None] * inv[:, None, :]) * _band(width, [1])
+    red = ops.sum(same, axis=-1)
+    down = ops.matmul(rows[:-1], ops.transpose(rows[1:], (0, 2, 1)))
+    # A row's last grid row has no row below it in the same image.
+    row_index = ops.arange(ops.shape(rows)[0] - 1)
+    not_last = ops.cast(row_index % height < height - 1, "float32")
+    weight = inv[:-1, :, None] * inv[1:, None, :] * _band(width, [0, 1])
+    down = down * (weight * not_last[:, None, None])
+    red = (
+        red
+        + ops.pad(ops.sum(down, axis=-1), ((0, 1), (0, 0)))
+        + ops.pad(ops.sum(down, axis=-2), ((1, 0), (0, 0)))
+    )
+    return ops.reshape(red, (-1, height, width))
+
+
+def _redundancy_shifted(unit, inv):
+    """Redundancy from the four forward neighbour pairs' dot products."""
+    right = _dot(unit[:, :, :-1], unit[:, :, 1:]) * inv[:, :, :-1] * inv[:, :, 1:]
+    down = _dot(unit[:, :-1], unit[:, 1:]) * inv[:, :-1] * inv[:, 1:]
+    down_right = (
+        _dot(unit[:, :-1, :-1], unit[:, 1:, 1:]) * inv[:, :-1, :-1] * inv[:, 1:, 1:]
+    )
+    down_left = (
+        _dot(unit[:, :-1, 1:], unit[:, 1:, :-1]) * inv[:, :-1, 1:] * inv[:, 1:, :-1]
+    )
+    # Each pair map is credited to both of its tokens: the first token of a
+    # pair is padded after the pair map, the second one before it.
+    before, after, none = (1, 0), (0, 1), (0, 0)
+    return (
+        _pad_grid(right, none, after)
+        + _pad_grid(right, none, before)
+        + _pad_grid(down, after, none)
+        + _pad_grid(down, before, none)
+        + _pad_grid(down_right, after, after)
+        + _pad_grid(down_right, before, before)
+        + _pad_grid(down_left, after, before)
+        + _pad_grid(down_left, before, after)
+    )
+
+
+def pair_redundancy(unit, inv):
+    """Neighbour redundancy `S_i = sum_{j in N8(i)} p_hat_i . p_hat_j`.
+
+    Takes the output of `unit_tokens` (`p_hat = unit * inv[..., None]`)
+    and never materialises `p_hat`. On torch, grids of static width up to
+    16 use two batched matmuls over the grid rows (no full-size
+    elementwise temporaries); otherwise the dot products of the
+    four forward neighbour pairs (right, down, down-right, down-left) are
+    computed once each and credited to both tokens.
+
+    Args:
+        unit: `(B, gh, gw, D)` tokens from `unit_tokens`.
+        inv: `(B, gh, gw)` inverse norms from `unit_tokens`.
+
+    Returns:
+        Tensor `(B, gh, gw)`.
+    """
+    height, width = unit.shape[1], unit.shape[2]
+    if (
+        keras.backend.backend() in _GRAM_BACKENDS
+        and isinstance(height, int)
+        and isinstance(width, int)
+        and width <= _GRAM_MAX_WIDTH
+    ):
+        return _redundancy_gram(unit, inv, height, width)
+    return _redundancy_shifted(unit, inv)
 
 
 def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
     """Unbiased scores `w . p_hat_i` and redundancy `S_i` in one pass.
 
-    The fast path of the layer. `p_hat` is never materialised: each token is
-    divided once by its largest magnitude (so nothing overflows), and the
-    dot products of each of the four forward neighbour pairs (right, down,
-    down-right, down-left) are computed once and credited to both tokens of
-    the pair, then divided by the two tokens' norms. The cost is linear in
-    the number of elements, with no shifted copies of the tokens.
+    The fast path of the layer: `unit_tokens`, then `projections` and
+    `pair_redundancy`. `p_hat` is never materialised, each token is
+    divided by its largest magnitude only when a squared norm overflows,
+    and every neighbour pair's dot product is computed once. The cost is
+    linear in the number of elements.
 
     Args:
         tokens: `(B, gh, gw, D)` float tensor.
@@ -206,35 +354,12 @@ def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
     np.testing.assert_allclose(red, ersm_ops.redundancy(p_hat, norms), atol=1e-5)
     ```
     """
-    unit, scale, unit_norms = _safe_unit_tokens(ops.convert_to_tensor(tokens))
-    inv = 1.0 / (unit_norms + epsilon / scale)
-    projections = ops.matmul(unit, kernel)[..., 0] * inv
-    right = _dot(unit[:, :, :-1], unit[:, :, 1:]) * inv[:, :, :-1] * inv[:, :, 1:]
-    down = _dot(unit[:, :-1], unit[:, 1:]) * inv[:, :-1] * inv[:, 1:]
-    down_right = (
-        _dot(unit[:, :-1, :-1], unit[:, 1:, 1:]) * inv[:, :-1, :-1] * inv[:, 1:, 1:]
-    )
-    down_left = (
-        _dot(unit[:, :-1, 1:], unit[:, 1:, :-1]) * inv[:, :-1, 1:] * inv[:, 1:, :-1]
-    )
-    # Each pair map is credited to both of its tokens: the first token of a
-    # pair is padded after the pair map, the second one before it.
-    before, after, none = (1, 0), (0, 1), (0, 0)
-    redundancy = (
-        _pad_grid(right, none, after)
-        + _pad_grid(right, none, before)
-        + _pad_grid(down, after, none)
-        + _pad_grid(down, before, none)
-        + _pad_grid(down_right, after, after)
-        + _pad_grid(down_right, before, before)
-        + _pad_grid(down_left, after, before)
-        + _pad_grid(down_left, before, after)
-    )
-    return projections, redundancy
+    unit, inv = unit_tokens(tokens, epsilon)
+    return projections(unit, inv, kernel), pair_redundancy(unit, inv)
 
 
 def mean_field(logits, coupling, steps):
-    """Unrolled mean-field updates of a binary Potts field over N8.
+    """Mean-field updates of a binary Potts field over N8.
 
     `q^0 = sigmoid(a)`, `q^{t+1} = sigmoid(a + beta * sum_{N8} (2 q^t - 1))`,
     with positions outside the grid contributing nothing.
@@ -243,7 +368,8 @@ def mean_field(logits, coupling, steps):
         logits: unary logits `a`, shape `(B, gh, gw)`.
         coupling: non-negative scalar `beta`.
         steps: number of updates `K` (Python int, `0` returns
-            `sigmoid(logits)`).
+            `sigmoid(logits)`). The updates run in `keras.ops.fori_loop`,
+            so compile time does not grow with `K`.
 
     Returns:
         The marginals `q^K`, same shape as `logits`.
@@ -260,9 +386,15 @@ def mean_field(logits, coupling, steps):
     """
     logits = ops.convert_to_tensor(logits)
     q = ops.sigmoid(logits)
-    for _ in range(steps):
-        q = ops.sigmoid(logits + coupling * neighbour_sum(2.0 * q - 1.0))
-    return q
+    if steps == 0:
+        return q
+
+    def step(_, q):
+        return ops.sigmoid(logits + coupling * neighbour_sum(2.0 * q - 1.0))
+
+    # A loop primitive, not an unrolled Python loop: compile time and graph
+    # size stay flat in `steps` (static bounds keep it differentiable).
+    return ops.fori_loop(0, steps, step, q)
 
 
 def upsample_tokens(token_map, patch_size):

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -75,8 +76,18 @@ def test_upsample_tokens():
     np.testing.assert_array_equal(up[0, 2:, 4:], 5.0)
 
 
-@pytest.mark.parametrize("grid", [(1, 1), (1, 4), (3, 1), (4, 5)])
-def test_scores_and_redundancy_match_reference(grid):
+@pytest.fixture(params=["gram", "shifted"])
+def pair_path(request, monkeypatch):
+    """Runs a test through each redundancy implementation on every backend."""
+    if request.param == "gram":
+        monkeypatch.setattr(ersm_ops, "_GRAM_BACKENDS", (keras.backend.backend(),))
+    else:
+        monkeypatch.setattr(ersm_ops, "_GRAM_BACKENDS", ())
+    return request.param
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (1, 4), (3, 1), (4, 5), (3, 17)])
+def test_scores_and_redundancy_match_reference(grid, pair_path):
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, *grid, 6)).astype("float32")
     w = rng.normal(size=(6, 1)).astype("float32")
@@ -84,3 +95,61 @@ def test_scores_and_redundancy_match_reference(grid):
     proj, red = ersm_ops.scores_and_redundancy(x, w)
     np.testing.assert_allclose(_np(proj), expected["scores"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(_np(red), expected["redundancy"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("magnitude", [0.0, 1e-30, 1.0, 1e19, 1e30])
+def test_pieces_match_reference_at_any_magnitude(magnitude, pair_path):
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(2, 3, 4, 5)) * magnitude).astype("float32")
+    w = rng.normal(size=(5, 1)).astype("float32")
+    expected = ref.reference_ersm(x.astype("float64"), w, 0.0)
+    unit, inv = ersm_ops.unit_tokens(x)
+    p_hat, _ = ersm_ops.normalize_tokens(x)
+    p_hat_pieces = _np(unit) * _np(inv)[..., None]
+    np.testing.assert_allclose(p_hat_pieces, _np(p_hat), rtol=1e-5, atol=1e-30)
+    proj = ersm_ops.projections(unit, inv, w)
+    red = ersm_ops.pair_redundancy(unit, inv)
+    assert np.all(np.isfinite(_np(proj))) and np.all(np.isfinite(_np(red)))
+    np.testing.assert_allclose(_np(proj), expected["scores"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_np(red), expected["redundancy"], rtol=1e-4, atol=1e-5)
+
+
+def test_pair_redundancy_gradient_matches_between_paths(monkeypatch):
+    x = np.random.default_rng(7).normal(size=(2, 4, 5, 3)).astype("float32")
+    x[0, 1, 1] = 0.0  # an all-zero token: finite gradient
+
+    def grad(backends):
+        monkeypatch.setattr(ersm_ops, "_GRAM_BACKENDS", backends)
+
+        def loss(t):
+            unit, inv = ersm_ops.unit_tokens(t)
+            red = ersm_ops.pair_redundancy(unit, inv)
+            proj = ersm_ops.projections(unit, inv, np.ones((3, 1), "float32"))
+            return ops.sum(ops.sin(red)) + ops.sum(proj)
+
+        return _np(_value_and_grad(loss, x))
+
+    gram, shifted = grad((keras.backend.backend(),)), grad(())
+    assert np.all(np.isfinite(gram))
+    np.testing.assert_allclose(gram, shifted, rtol=1e-4, atol=1e-5)
+
+
+def _value_and_grad(fn, x):
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.grad(fn)(x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            value = fn(t)
+        return tape.gradient(value, t)
+    import torch
+
+    t = torch.tensor(x, requires_grad=True)
+    fn(t).backward()
+    return t.grad
