@@ -389,12 +389,22 @@ def mean_field(logits, coupling, steps):
     if steps == 0:
         return q
 
-    def step(_, q):
+    def update(q):
         return ops.sigmoid(logits + coupling * neighbour_sum(2.0 * q - 1.0))
 
     # A loop primitive, not an unrolled Python loop: compile time and graph
-    # size stay flat in `steps` (static bounds keep it differentiable).
-    return ops.fori_loop(0, steps, step, q)
+    # size stay flat in `steps`. `fori_loop` with static bounds is a
+    # differentiable scan on JAX (and a plain loop on torch); TensorFlow's
+    # XLA gradient of a while loop needs `maximum_iterations`.
+    if keras.backend.backend() == "tensorflow":
+        _, q = ops.while_loop(
+            lambda i, q: i < steps,
+            lambda i, q: (i + 1, update(q)),
+            (0, q),
+            maximum_iterations=steps,
+        )
+        return q
+    return ops.fori_loop(0, steps, lambda _, q: update(q), q)
 
 
 def upsample_tokens(token_map, patch_size):
