@@ -32,6 +32,7 @@ laptop CPU:
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shlex
@@ -41,6 +42,20 @@ import tempfile
 import time
 
 import numpy as np
+
+# TensorFlow's start-up lines, printed by its C++ code to the stderr file
+# descriptor before any logging setting applies (TF_CPP_MIN_LOG_LEVEL does
+# not reach them since TensorFlow 2.19).
+_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations",
+    "Could not find cuda drivers",
+    "cpu_feature_guard",
+    "To enable the following instructions",
+    "failed call to cuInit",
+    "Unable to register cu",
+    "computation placer already registered",
+)
 
 BACKBONES = (
     "cv_resnet_small",
@@ -91,6 +106,27 @@ def _fraction(text):
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows `(default: ...)` once: not where the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "(default" in text or default is None or default is False:
+            return text
+        return super()._get_help_string(action)
+
+
+def _verbosity(text):
+    if text == "auto":
+        return text
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"invalid value {text!r}; expected auto, 0, 1 or 2"
+    )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="train_cifar.py",
@@ -100,7 +136,7 @@ def build_parser():
             "statistics, localization) and write report.md, report.json, "
             "PNG plots and .keras models."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--dataset",
@@ -125,7 +161,12 @@ def build_parser():
         default=None,
         help="training epochs (default: 6 on cluttered, 10 on cifar10, 1 with --quick)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="images per training and evaluation batch",
+    )
     parser.add_argument(
         "--patch-size",
         type=_positive_int,
@@ -145,21 +186,22 @@ def build_parser():
         "--bn-momentum",
         type=_fraction,
         default=0.9,
-        help="momentum of every BatchNormalization layer (Keras' 0.99 lags "
-        "behind in short runs, so inference accuracy trails training)",
+        help="momentum of every BatchNormalization layer; Keras' 0.99 lags "
+        "behind in short runs, so inference accuracy trails training",
     )
     parser.add_argument(
         "--train-size",
         type=_positive_int,
         default=None,
-        help="training images (default: 5000 on cluttered, all of CIFAR-10)",
+        help="training images (default: 5000 on cluttered, all of CIFAR-10, "
+        "256 with --quick)",
     )
     parser.add_argument(
         "--eval-size",
         type=_positive_int,
         default=None,
         help="test images for the evaluations (default: 500 on cluttered, "
-        "1000 on cifar10)",
+        "1000 on cifar10, 64 with --quick)",
     )
     parser.add_argument(
         "--spurious-cue",
@@ -171,21 +213,35 @@ def build_parser():
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="tensorflow-datasets data_dir for CIFAR-10",
+        help="tensorflow-datasets data_dir for CIFAR-10 (default: "
+        "tensorflow-datasets' own, ~/tensorflow_datasets)",
     )
-    parser.add_argument("--output-dir", default=os.path.join("runs", "cifar"))
+    parser.add_argument(
+        "--output-dir",
+        default=os.path.join("runs", "cifar"),
+        help="folder for the report, plots and models (created if needed; "
+        "files of an earlier run there are replaced)",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke test: 256 training and 64 evaluation images, 1 epoch",
+        help="a smoke test of the pipeline (256 training and 64 evaluation "
+        "images, 1 epoch): its numbers are not results",
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of the weights, the data order, the generated benchmark "
+        "and the random evaluations",
+    )
     parser.add_argument(
         "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="Keras fit verbosity (1: progress bars)",
+        type=_verbosity,
+        default="auto",
+        help="progress of training and evaluation: 0 silent, 1 progress bars, "
+        "2 one line per epoch and per evaluation stage; auto: 1 on a "
+        "terminal, 2 when the output goes to a file or pipe",
     )
     return parser
 
@@ -369,7 +425,21 @@ def pass_through_mask(baseline):
 # Evaluation and report
 
 
-def evaluate(name, model, test, seed, batch_size):
+def _stage(text, verbose):
+    """Prints the name of an evaluation stage; the progress bar follows.
+
+    On a terminal (verbose 1) the bar redraws its own line below; otherwise
+    (verbose 2) its one summary line ends this one.
+    """
+    if verbose == 1:
+        print(f"  {text}", flush=True)
+    elif verbose == 2:
+        print(f"  {text}:", end=" ", flush=True)
+    else:
+        print(f"  {text}", flush=True)
+
+
+def evaluate(name, model, test, seed, batch_size, verbose=0):
     """Clean accuracy, occlusion, deletion curves and mask figures of a model."""
     import keras_ersm
     from keras_ersm import evaluation
@@ -377,11 +447,20 @@ def evaluate(name, model, test, seed, batch_size):
     x, y, masks = test
     result = {"name": name}
     start = time.perf_counter()
+    _stage("clean accuracy", verbose)
     result["clean_accuracy"] = 100.0 * float(
-        np.mean(np.argmax(model.predict(x, batch_size=batch_size, verbose=0), -1) == y)
+        np.mean(
+            np.argmax(model.predict(x, batch_size=batch_size, verbose=verbose), -1) == y
+        )
     )
+    _stage("accuracy under occlusion", verbose)
     occlusion = evaluation.occlusion_robustness(
-        model, (x, y), object_masks=masks, seed=seed, batch_size=batch_size
+        model,
+        (x, y),
+        object_masks=masks,
+        seed=seed,
+        batch_size=batch_size,
+        verbose=verbose,
     )
     result["occlusion"] = occlusion.to_dict()
     result["occlusion_mean"] = float(np.mean(list(occlusion.accuracy.values())))
@@ -393,17 +472,29 @@ def evaluate(name, model, test, seed, batch_size):
     else:
         orders = ("magnitude", "random", "grad_cam")
         target = pass_through_mask(model)
+    _stage(f"deletion curves ({', '.join(orders)})", verbose)
     deletion = evaluation.deletion_curve(
-        target, (x, y), orders=orders, seed=seed, batch_size=batch_size
+        target,
+        (x, y),
+        orders=orders,
+        seed=seed,
+        batch_size=batch_size,
+        verbose=verbose,
     )
     result["deletion"] = deletion.to_dict()
     figures["deletion"] = deletion
     if has_mask:
-        stats = evaluation.mask_statistics(model, x, batch_size=batch_size)
+        _stage("keep-map statistics", verbose)
+        stats = evaluation.mask_statistics(
+            model, x, batch_size=batch_size, verbose=verbose
+        )
         result["mask_statistics"] = stats.to_dict()
         figures["mask_statistics"] = stats
         if masks is not None:
-            local = evaluation.mask_localization(model, x, masks, batch_size=batch_size)
+            _stage("localization of the keep map and Grad-CAM", verbose)
+            local = evaluation.mask_localization(
+                model, x, masks, batch_size=batch_size, verbose=verbose
+            )
             result["localization"] = local.to_dict()
             figures["localization"] = local
     result["evaluation_seconds"] = time.perf_counter() - start
@@ -416,20 +507,40 @@ def _fmt(value, digits=1):
     return f"{value:.{digits}f}"
 
 
+SMOKE_TEST_NOTE = (
+    "**Smoke test (`--quick`): {epochs} epoch(s) on {train_size} images, "
+    "evaluated on {eval_size}. These numbers only show that the pipeline "
+    "runs; they are not results.** Run without `--quick` for a comparison."
+)
+OCCLUSION_LEGEND = (
+    "Settings: *Cutout* hides square patches of the given side at random "
+    "places until about the given share of the image is covered; "
+    "*Hide-and-Seek* splits the image into cells of the given side and hides "
+    "each with the given probability; *object hidden* hides the pixels of "
+    "the object mask, *background hidden* everything but the object (only "
+    "with object masks). Hidden pixels take each image's mean colour."
+)
+
+
 def markdown_report(report):
+    from keras_ersm.visualization import occlusion_label
+
     ersm, base = report["results"]["ersm"], report["results"]["baseline"]
     run = report["run"]
 
-    def row(label, a, b, digits=1):
-        return f"| {label} | {_fmt(a, digits)} | {_fmt(b, digits)} |"
+    def row(label, *values, digits=1):
+        return "| " + " | ".join([label, *(_fmt(v, digits) for v in values)]) + " |"
 
     auc_e, auc_b = ersm["deletion"]["auc"], base["deletion"]["auc"]
-    lines = [
-        "# ERSM vs baseline",
-        "",
+    lines = ["# ERSM vs baseline", ""]
+    if run.get("quick"):
+        lines += ["> " + SMOKE_TEST_NOTE.format(**run), ""]
+    lines += [
         f"{run['dataset_note']}. Backbone `{run['backbone']}`, "
         f"{run['epochs']} epoch(s) on {run['train_size']} images, evaluated on "
-        f"{run['eval_size']} test images; backend {run['backend']}.",
+        f"{run['eval_size']} test images; backend {run['backend']}. *ERSM*: "
+        "the backbone, an `EnergyMask` on its last feature map, pooling and "
+        "a Dense layer; *baseline*: the same without the mask.",
         "",
         "| metric | ERSM | baseline |",
         "| --- | ---: | ---: |",
@@ -451,57 +562,101 @@ def markdown_report(report):
     stats = ersm.get("mask_statistics")
     if stats:
         lines += [
-            row("mean keep", stats["mean_keep"], 1.0, 3),
-            row("active fraction (keep > 0.5)", stats["active_fraction"], 1.0, 3),
-            row("normalised keep entropy", stats["entropy"], 1.0, 3),
-        ]
-    local = ersm.get("localization")
-    if local:
-        keep = local["scores"]["keep"]
-        cam = local["scores"].get("grad_cam", {})
-        lines += [
+            row("mean keep (no mask: 1)", stats["mean_keep"], 1.0, digits=3),
             row(
-                "keep mass inside the object (ERSM) / Grad-CAM",
-                keep["mass_inside"],
-                cam.get("mass_inside"),
-                3,
+                "active fraction (keep > 0.5)",
+                stats["active_fraction"],
+                1.0,
+                digits=3,
             ),
-            row(
-                "pointing game (ERSM keep) / Grad-CAM",
-                keep["pointing_game"],
-                cam.get("pointing_game"),
-                3,
-            ),
-            row("IoU of keep > 0.5 (ERSM) / Grad-CAM", keep["iou"], cam.get("iou"), 3),
+            row("normalised keep entropy", stats["entropy"], 1.0, digits=3),
         ]
     lines += [
         row("training time (s)", ersm["train_seconds"], base["train_seconds"]),
-        row("parameters", ersm["params"], base["params"], 0),
+        row("parameters", ersm["params"], base["params"], digits=0),
         "",
         "Deletion AUC: accuracy (%) integrated over the deleted fraction of "
         "the tokens at the mask layer, least relevant first (higher is better). "
         "The baseline is cut at the same place with a pass-through mask, so it "
-        "has no energy order. Localization columns compare the ERSM keep map "
-        "with Grad-CAM of the same model"
-        + (
-            f"; a uniform map scores {local['object_fraction']:.3f} mass inside."
-            if local
-            else "."
-        ),
+        "has no energy order.",
         "",
+    ]
+    local = ersm.get("localization")
+    if local:
+        keep = local["scores"]["keep"]
+        cam = local["scores"].get("grad_cam", {})
+        uniform = local["object_fraction"]
+        lines += [
+            "## Localization: does the map land on the object?",
+            "",
+            "| metric | ERSM keep map | Grad-CAM (ERSM model) | uniform map |",
+            "| --- | ---: | ---: | ---: |",
+            row(
+                "share of the map's mass inside the object",
+                keep["mass_inside"],
+                cam.get("mass_inside"),
+                uniform,
+                digits=3,
+            ),
+            row(
+                "pointing game (the map's peak is on the object)",
+                keep["pointing_game"],
+                cam.get("pointing_game"),
+                None,
+                digits=3,
+            ),
+            row(
+                "IoU of map > 0.5 with the object",
+                keep["iou"],
+                cam.get("iou"),
+                None,
+                digits=3,
+            ),
+            "",
+            "Both maps come from the ERSM model on the test images, compared "
+            "with the benchmark's object masks (Grad-CAM at the mask's "
+            "output, for the predicted class, divided by its maximum). A "
+            f"uniform map puts {uniform:.3f} of its mass inside the object: "
+            "the share of the image the object covers.",
+            "",
+        ]
+    lines += [
         "## Occlusion (accuracy %)",
         "",
         "| setting | ERSM | baseline |",
         "| --- | ---: | ---: |",
         row(
-            "clean",
+            occlusion_label("clean"),
             ersm["occlusion"]["clean_accuracy"],
             base["occlusion"]["clean_accuracy"],
         ),
     ]
     for setting, value in ersm["occlusion"]["accuracy"].items():
-        lines.append(row(setting, value, base["occlusion"]["accuracy"].get(setting)))
+        lines.append(
+            row(
+                occlusion_label(setting),
+                value,
+                base["occlusion"]["accuracy"].get(setting),
+            )
+        )
     lines += [
+        "",
+        OCCLUSION_LEGEND,
+        "",
+        "## Figures",
+        "",
+        "- `deletion_curves.png`: accuracy as tokens are deleted at the mask, "
+        "per deletion order, ERSM (left) and baseline (right);",
+        "- `occlusion.png`: the occlusion table as bars;",
+        "- `keep_overlay.png`: the ERSM mask's keep maps over eight test images;",
+        "- `mask_histogram.png`: how much of each test image the ERSM mask "
+        "keeps" + (";" if local else "."),
+    ]
+    if local:
+        lines.append("- `localization.png`: the localization table as bars.")
+    lines += [
+        "",
+        "Models: `ersm.keras`, `baseline.keras`.",
         "",
         "## Run",
         "",
@@ -509,11 +664,6 @@ def markdown_report(report):
         f"- machine: {run['machine']}",
         f"- versions: {run['versions']}",
         f"- total time: {run['total_seconds']:.0f} s",
-        "",
-        "Plots: `deletion_curves.png`, `occlusion.png`, `keep_overlay.png`, "
-        "`mask_histogram.png`"
-        + (", `localization.png`" if local else "")
-        + ". Models: `ersm.keras`, `baseline.keras`.",
         "",
     ]
     return "\n".join(lines)
@@ -529,51 +679,25 @@ def save_plots(stage, figures, test, ersm_model, batch_size):
     ersm_figs, base_figs = figures["ersm"], figures["baseline"]
     written = []
 
-    def pair(filename, key, title):
-        figure = Figure(figsize=(11, 4.2))
-        FigureCanvasAgg(figure)
-        for i, (label, figs) in enumerate(
-            (("ERSM", ersm_figs), ("baseline", base_figs))
-        ):
-            ax = figure.add_subplot(1, 2, i + 1)
-            figs[key].plot(ax=ax)
-            ax.set_title(f"{label}: {title}")
-        figure.tight_layout()
+    def save(figure, filename):
         figure.savefig(os.path.join(stage, filename), dpi=110)
         written.append(filename)
 
-    pair("deletion_curves.png", "deletion", "deletion curves (LeRF)")
-    occlusion = {
-        "ERSM": {
-            "clean": ersm_figs["occlusion"].clean_accuracy,
-            **ersm_figs["occlusion"].accuracy,
-        },
-        "baseline": {
-            "clean": base_figs["occlusion"].clean_accuracy,
-            **base_figs["occlusion"].accuracy,
-        },
-    }
-    figure = Figure(figsize=(7, 0.38 * len(occlusion["ERSM"]) + 1.6))
+    # Deletion curves side by side, same y axis, one colour per order.
+    figure = Figure(figsize=(11, 4.4), layout="constrained")
     FigureCanvasAgg(figure)
-    ax = figure.add_subplot(1, 1, 1)
-    names = list(occlusion["ERSM"])
-    rows = np.arange(len(names))
-    ax.barh(rows - 0.2, [occlusion["ERSM"][n] for n in names], 0.4, label="ERSM")
-    ax.barh(
-        rows + 0.2,
-        [occlusion["baseline"].get(n, 0.0) for n in names],
-        0.4,
-        label="baseline",
-    )
-    ax.set_yticks(rows)
-    ax.set_yticklabels(names, fontsize="small")
-    ax.invert_yaxis()
-    ax.set_xlabel("accuracy (%)")
-    ax.set_title("accuracy under occlusion")
-    ax.legend(loc="lower right", fontsize="small")
-    figure.tight_layout()
-    figure.savefig(os.path.join(stage, "occlusion.png"), dpi=110)
-    written.append("occlusion.png")
+    axes = figure.subplots(1, 2, sharey=True)
+    for ax, label, figs in zip(
+        axes, ("ERSM", "Baseline"), (ersm_figs, base_figs), strict=True
+    ):
+        visualization.plot_deletion_curves(
+            figs["deletion"], ax=ax, title=f"{label}: deletion curves (LeRF)"
+        )
+    axes[1].set_ylabel("")
+    save(figure, "deletion_curves.png")
+
+    occlusion = {"ERSM": ersm_figs["occlusion"], "baseline": base_figs["occlusion"]}
+    save(visualization.plot_occlusion(occlusion), "occlusion.png")
 
     x = test[0][:8]
     keep = keras_ersm.models.keep_maps(
@@ -582,17 +706,24 @@ def save_plots(stage, figures, test, ersm_model, batch_size):
         layer=keras_ersm.models.energy_mask_layers(ersm_model)[-1],
         batch_size=batch_size,
     )
-    figure = visualization.overlay_keep(x, keep, max_images=8)
-    figure.savefig(os.path.join(stage, "keep_overlay.png"), dpi=110)
-    written.append("keep_overlay.png")
+    figure = visualization.overlay_keep(
+        x,
+        keep,
+        max_images=8,
+        title="ERSM keep maps on the backbone's last feature map, test images",
+    )
+    save(figure, "keep_overlay.png")
 
-    figure = ersm_figs["mask_statistics"].plot()
-    figure.savefig(os.path.join(stage, "mask_histogram.png"), dpi=110)
-    written.append("mask_histogram.png")
+    figure = visualization.plot_mask_histogram(
+        ersm_figs["mask_statistics"], title="ERSM mask: mean keep per test image"
+    )
+    save(figure, "mask_histogram.png")
     if "localization" in ersm_figs:
-        figure = ersm_figs["localization"].plot()
-        figure.savefig(os.path.join(stage, "localization.png"), dpi=110)
-        written.append("localization.png")
+        figure = visualization.plot_localization(
+            ersm_figs["localization"],
+            title="Does the ERSM model's map land on the object?",
+        )
+        save(figure, "localization.png")
     return written
 
 
@@ -629,11 +760,65 @@ def _machine():
 # Main
 
 
+def resolve_verbose(verbose, stream=None):
+    """`auto`: progress bars on a terminal, one line per epoch otherwise."""
+    if verbose != "auto":
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return 1 if callable(isatty) and isatty() else 2
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow (when installed) without its start-up noise.
+
+    TensorFlow is imported anyway by the TensorFlow backend, KerasCV,
+    KerasHub and tensorflow-datasets. Here its import and device discovery
+    run with the stderr file descriptor sent to a temporary file; the lines
+    that are not start-up noise (`_STARTUP_NOISE`) are printed afterwards,
+    so real warnings still show.
+    """
+    import importlib.util
+
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # where cuInit complains
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        if line.strip() and not any(noise in line for noise in _STARTUP_NOISE):
+            print(line, file=sys.stderr)
+
+
+def quiet_backend_logs():
+    """Hides TensorFlow's Python-side start-up and retracing warnings.
+
+    Only the `tensorflow` logger (as `tf.get_logger()`) and only below
+    ERROR: the main job's own evaluation calls `predict_on_batch` with a few
+    batch shapes on purpose, which TensorFlow reports as retracing.
+    """
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def run(args, stage):
+    import_tensorflow_quietly()
+    quiet_backend_logs()
     import keras
 
     import keras_ersm
 
+    verbose = resolve_verbose(args.verbose)
     started = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
     train, test, info = load_data(args)
@@ -642,6 +827,12 @@ def run(args, stage):
     if info.get("cifar10_unavailable"):
         line += f" (CIFAR-10 not used: {info['cifar10_unavailable']})"
     print(line, flush=True)
+    if args.quick:
+        print(
+            "Smoke test (--quick): the numbers below only show that the "
+            "pipeline runs; they are not results.",
+            flush=True,
+        )
     x_train, y_train, _ = train
     num_classes = info["num_classes"]
 
@@ -687,11 +878,13 @@ def run(args, stage):
             epochs=epochs,
             batch_size=args.batch_size,
             validation_data=test[:2],
-            verbose=args.verbose,
+            verbose=verbose,
         )
         seconds = time.perf_counter() - start
-        print(f"Evaluating {name}", flush=True)
-        result, figs = evaluate(name, model, test, args.seed, args.batch_size)
+        print(f"Evaluating {name} on {len(test[0])} test images", flush=True)
+        result, figs = evaluate(
+            name, model, test, args.seed, args.batch_size, verbose=verbose
+        )
         result["train_seconds"] = seconds
         result["params"] = model.count_params()
         result["history"] = {

@@ -120,7 +120,7 @@ def plot_deletion_curves(result, ax=None, title=None):
         title = f"Deletion curves ({direction.upper()})"
     ax.set_title(title)
     ax.legend(
-        loc="lower left" if direction == "lerf" else "upper right",
+        loc="best",  # the emptiest corner: covers no curve where it can
         fontsize="small",
         title="deletion order",
         title_fontsize="small",
@@ -169,7 +169,7 @@ def plot_occlusion(results, title="Accuracy under occlusion", ax=None):
 
     Returns:
         The matplotlib `Figure`: settings in words (`occlusion_label`),
-        clean first; the legend sits above the bars, outside the axes.
+        clean first; the legend sits right of the bars, outside the axes.
 
     Examples:
 
@@ -209,12 +209,11 @@ def plot_occlusion(results, title="Accuracy under occlusion", ax=None):
     ax.set_title(title)
     if count > 1 or next(iter(values)):
         ax.legend(
-            loc="lower left",
-            bbox_to_anchor=(0.0, 1.0),
-            ncols=count,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
             fontsize="small",
             frameon=False,
-            borderaxespad=1.5,
+            borderaxespad=0.0,
         )
     return figure
 

@@ -92,11 +92,11 @@ def test_occlusion_and_histogram_read_without_the_code():
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "clean (nothing hidden)" and "cutout" not in labels[1]
     assert _legend_texts(ax) == ["ERSM", "baseline"]
-    # The legend sits above the axes, so it covers no bar.
+    # The legend sits right of the axes, so it covers no bar nor the title.
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     legend_box = ax.get_legend().get_window_extent(renderer)
-    assert legend_box.y0 >= ax.get_window_extent(renderer).y1 - 1
+    assert legend_box.x0 >= ax.get_window_extent(renderer).x1 - 1
     assert len(result.plot().axes[0].patches) == 3
     stats = MaskStatisticsResult(
         {"mean_keep": 0.5, "active_fraction": 0.25}, np.array([0.4, 0.6]), "mask"
