@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_ersm import _validation
 from keras_ersm import ops as ersm_ops
 from keras_ersm.regularizers import EnergyRegularizer
 
@@ -20,26 +21,43 @@ DEFAULT_PAIRWISE = 1e-3
 PAPER_BIAS_INIT = 6.0
 
 
-def _invalid(name, expected, value):
-    return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
+_REGULARIZER_EXPECTED = (
+    "an EnergyRegularizer (or an object with its `__call__(keep, scores, "
+    "redundancy)` and `energy(scores, redundancy)` methods), its config "
+    "(`EnergyRegularizer(...).get_config()` or a serialized dict), None or "
+    "'default'"
+)
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _invalid(name, f"an integer >= {minimum}", value)
+def _energy_regularizer(value):
+    """Resolves the `energy_regularizer` argument of `EnergyMask`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value == "default":
+            return EnergyRegularizer(unary=DEFAULT_UNARY, pairwise=DEFAULT_PAIRWISE)
+        raise _validation.invalid("energy_regularizer", _REGULARIZER_EXPECTED, value)
+    if isinstance(value, dict):
+        if "class_name" in value:
+            value = keras.saving.deserialize_keras_object(value)
+        else:
+            unknown = sorted(set(value) - {"unary", "pairwise", "weight"})
+            if unknown:
+                raise _validation.invalid(
+                    "energy_regularizer",
+                    _REGULARIZER_EXPECTED + f" (unknown keys {unknown})",
+                    value,
+                )
+            value = EnergyRegularizer.from_config(value)
+    if not (callable(value) and callable(getattr(value, "energy", None))):
+        raise _validation.invalid_type(
+            "energy_regularizer",
+            _REGULARIZER_EXPECTED,
+            value,
+            "A plain Keras weight regularizer such as `keras.regularizers.L2` "
+            "does not take the keep map, scores and redundancy",
+        )
     return value
-
-
-def _check_number(name, value, positive):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _invalid(name, "a number", value)
-    if (positive and value <= 0) or value < 0:
-        kind = "positive" if positive else "non-negative"
-        raise _invalid(name, f"a {kind} number", value)
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_ersm")
@@ -64,22 +82,34 @@ class EnergyMask(keras.layers.Layer):
     Scores, keep and energy are computed in float32 whatever the compute
     dtype; the output is in the compute dtype.
 
-    NaN policy: finite inputs of any magnitude (all zeros, 1e-30, 1e30)
-    give finite outputs and a keep in [0, 1], an empty batch gives an empty
-    output and a zero loss. Non-finite inputs are not sanitised: a token
-    holding a NaN or an Inf gets a NaN score and keep, hence a NaN output,
-    and the energy loss becomes NaN (`keras.callbacks.TerminateOnNaN` stops
-    such a fit). With `coherence_steps=0` and `rescale=False` the other
-    tokens are unaffected; the mean-field steps spread the NaN to the
-    neighbours, and `rescale=True` to the whole image.
+    Input dtypes: float inputs keep their dtype (autocast to the compute
+    dtype as in any Keras layer); integer and bool inputs (e.g. `uint8`
+    images) are cast to the compute dtype, so the output is float in eager
+    and symbolic calls alike.
+
+    NaN and Inf policy: every numeric constructor argument must be finite
+    (a NaN or Inf `temperature`, `coherence_init` or regularizer weight
+    raises a `ValueError` naming it, also when a `.keras` file holding one
+    is loaded); numpy scalars are accepted. Finite inputs of any magnitude
+    (all zeros, 1e-30, 1e30) give a keep in [0, 1] and finite outputs with
+    `rescale=False`; `rescale=True` multiplies each value by
+    `keep_i / mean(keep)` (at most the number of tokens), so a value within
+    that factor of the dtype's maximum (e.g. 3e38 in float32) can overflow
+    to +-Inf, as any product does. An empty batch gives an empty output
+    and a zero loss. Non-finite inputs are not sanitised: a token holding a
+    NaN or an Inf gets a NaN score and keep, hence a NaN output, and the
+    energy loss becomes NaN (`keras.callbacks.TerminateOnNaN` stops such a
+    fit). With `coherence_steps=0` and `rescale=False` the other tokens are
+    unaffected; the mean-field steps spread the NaN to the neighbours, and
+    `rescale=True` to the whole image. See the docs' Concepts page.
 
     The defaults train from scratch; `EnergyMask.paper()` gives the
     reference implementation's settings (bias initialised to 6.0).
 
     Args:
         patch_size: int >= 1, side `p` of a token. Defaults to `1`.
-        temperature: positive float `T` of the keep sigmoid. Defaults to
-            `1.0`.
+        temperature: finite positive float `T` of the keep sigmoid.
+            Defaults to `1.0`.
         bias: `"scalar"` (one trainable bias, any input size) or
             `"positional"` (one per grid position; needs a static spatial
             size). Defaults to `"scalar"`.
@@ -89,11 +119,14 @@ class EnergyMask(keras.layers.Layer):
             `Constant(0.0)` (measured, see the docs' Benchmarks page).
         coherence_steps: int >= 0, number `K` of mean-field updates.
             Defaults to `0` (the reference layer).
-        coherence_init: non-negative float, initial value of the trainable
-            coupling `beta` (a weight named `coherence`, only created when
-            `coherence_steps > 0`). Defaults to `0.5`.
-        energy_regularizer: an `EnergyRegularizer` (or its config), `None`
-            for no loss, or `"default"` for the measured default
+        coherence_init: finite non-negative float, initial value of the
+            trainable coupling `beta` (a weight named `coherence`, only
+            created when `coherence_steps > 0`). Defaults to `0.5`.
+        energy_regularizer: an `EnergyRegularizer` (or its config, as
+            `get_config()` or `keras.saving.serialize_keras_object` give
+            it; any object with the same `__call__` and `energy` methods
+            works too, its loss must be a scalar), `None` for no loss, or
+            `"default"` for the measured default
             `EnergyRegularizer(unary=1e-2, pairwise=1e-3)`. Defaults to
             `"default"`.
         rescale: bool. If `True`, the masked map is divided by each image's
@@ -111,11 +144,14 @@ class EnergyMask(keras.layers.Layer):
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
-        inputs: 4-D feature map.
+        inputs: 4-D feature map (float, or integer/bool cast to the
+            compute dtype).
         training: unused; the layer is deterministic.
 
     Returns:
-        The masked feature map, same shape and dtype as `inputs`.
+        The masked feature map, same shape as `inputs`, in the inputs'
+        (autocast) float dtype or, for integer and bool inputs, the compute
+        dtype.
 
     Examples:
 
@@ -154,46 +190,37 @@ class EnergyMask(keras.layers.Layer):
         rescale=True,
         padding="valid",
         data_format=None,
+        energy_feature_gradient=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.patch_size = _check_int("patch_size", patch_size, 1)
-        self.temperature = _check_number("temperature", temperature, True)
-        if bias not in _BIAS_KINDS:
-            raise _invalid("bias", f"one of {_BIAS_KINDS}", bias)
-        self.bias_kind = bias
+        self.patch_size = _validation.check_int("patch_size", patch_size, 1)
+        self.temperature = _validation.check_number(
+            "temperature", temperature, positive=True
+        )
+        self.bias_kind = _validation.check_choice("bias", bias, _BIAS_KINDS)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         if bias_initializer is None:
             bias_initializer = keras.initializers.Constant(DEFAULT_BIAS_INIT)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.coherence_steps = _check_int("coherence_steps", coherence_steps, 0)
-        self.coherence_init = _check_number("coherence_init", coherence_init, False)
-        if isinstance(energy_regularizer, str) and energy_regularizer == "default":
-            energy_regularizer = EnergyRegularizer(
-                unary=DEFAULT_UNARY, pairwise=DEFAULT_PAIRWISE
-            )
-        elif isinstance(energy_regularizer, dict):
-            energy_regularizer = keras.saving.deserialize_keras_object(
-                energy_regularizer
-            )
-        if energy_regularizer is not None and not callable(energy_regularizer):
-            raise _invalid(
-                "energy_regularizer",
-                "an EnergyRegularizer, its config, None or 'default'",
-                energy_regularizer,
-            )
-        self.energy_regularizer = energy_regularizer
-        if not isinstance(rescale, bool):
-            raise _invalid("rescale", "a bool", rescale)
-        self.rescale = rescale
-        if padding not in _PADDINGS:
-            raise _invalid("padding", f"one of {_PADDINGS}", padding)
-        self.padding = padding
+        self.coherence_steps = _validation.check_int(
+            "coherence_steps", coherence_steps, 0
+        )
+        self.coherence_init = _validation.check_number(
+            "coherence_init", coherence_init, non_negative=True
+        )
+        self.energy_regularizer = _energy_regularizer(energy_regularizer)
+        self.rescale = _validation.check_bool("rescale", rescale)
+        self.padding = _validation.check_choice("padding", padding, _PADDINGS)
         if data_format is None:
             data_format = keras.config.image_data_format()
-        if data_format not in _DATA_FORMATS:
-            raise _invalid("data_format", f"one of {_DATA_FORMATS}", data_format)
-        self.data_format = data_format
+        self.data_format = _validation.check_choice(
+            "data_format", data_format, _DATA_FORMATS
+        )
+        self.energy_feature_gradient = _validation.check_number(
+            "energy_feature_gradient", energy_feature_gradient, minimum=0.0,
+            maximum=1.0,
+        )
         self.supports_masking = True
 
     @classmethod
@@ -231,6 +258,7 @@ class EnergyMask(keras.layers.Layer):
             coherence_steps=0,
             energy_regularizer=EnergyRegularizer(unary=1e-3, pairwise=1e-3),
             rescale=False,
+            energy_feature_gradient=1.0,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -319,19 +347,49 @@ class EnergyMask(keras.layers.Layer):
             x = ops.pad(x, ((0, 0), (0, (-dyn_h) % p), (0, (-dyn_w) % p), (0, 0)))
         return ersm_ops.tokenize(x, self.patch_size)
 
-    def _compute_terms(self, inputs):
-        tokens = self._tokens(inputs)
-        # Weights are float16 under a plain "float16" dtype policy.
-        kernel = ops.cast(self.kernel, "float32")
-        projections, redundancy = ersm_ops.scores_and_redundancy(tokens, kernel)
-        scores = projections + ops.cast(self.bias, "float32")
+    def _keep(self, scores):
         logits = -scores / self.temperature
         if self.coherence_steps > 0:
             coherence = ops.cast(self.coherence, "float32")
-            keep = ersm_ops.mean_field(logits, coherence, self.coherence_steps)
-        else:
-            keep = ops.sigmoid(logits)
-        return {"scores": scores, "keep": keep, "redundancy": redundancy}
+            return ersm_ops.mean_field(logits, coherence, self.coherence_steps)
+        return ops.sigmoid(logits)
+
+    def _compute_terms(self, inputs, for_energy=False):
+        """Scores, keep and redundancy; with `for_energy=True` also the
+        copies the energy loss uses, whose gradient reaches the features
+        scaled by `energy_feature_gradient` (docs/concepts.md,
+        "Trainability")."""
+        tokens = self._tokens(inputs)
+        # Weights are float16 under a plain "float16" dtype policy.
+        kernel = ops.cast(self.kernel, "float32")
+        bias = ops.cast(self.bias, "float32")
+        scale = self.energy_feature_gradient
+        if scale == 1.0:
+            projections, redundancy = ersm_ops.scores_and_redundancy(tokens, kernel)
+            scores = projections + bias
+            terms = {"scores": scores, "keep": self._keep(scores)}
+            terms["redundancy"] = redundancy
+            if for_energy:
+                terms["energy_scores"] = scores
+                terms["energy_keep"] = terms["keep"]
+            return terms
+        # The energy sees the same values through tokens whose gradient is
+        # scaled by `scale` (0: the energy trains only the mask's weights);
+        # the keep applied to the features keeps the full task gradient.
+        frozen = ops.stop_gradient(tokens)
+        if scale > 0.0:
+            frozen = frozen + scale * (tokens - frozen)
+        energy_projections, redundancy = ersm_ops.scores_and_redundancy(
+            frozen, kernel
+        )
+        energy_scores = energy_projections + bias
+        p_hat, _ = ersm_ops.normalize_tokens(tokens)
+        scores = ops.matmul(p_hat, kernel)[..., 0] + bias
+        terms = {"scores": scores, "keep": self._keep(scores), "redundancy": redundancy}
+        if for_energy:
+            terms["energy_scores"] = energy_scores
+            terms["energy_keep"] = self._keep(energy_scores)
+        return terms
 
     def energy_terms(self, inputs):
         """Computes the layer's per-token terms for a batch.
@@ -353,20 +411,31 @@ class EnergyMask(keras.layers.Layer):
             )
         return terms
 
+    def _as_float(self, inputs):
+        """Integer and bool inputs cast to the compute dtype, as Keras layers
+        do; float inputs unchanged."""
+        inputs = ops.convert_to_tensor(inputs)
+        if "float" not in keras.backend.standardize_dtype(inputs.dtype):
+            inputs = ops.cast(inputs, self.compute_dtype)
+        return inputs
+
     def apply_keep(self, inputs, keep):
         """Multiplies a feature map by a `(B, gh, gw)` keep map.
 
         The keep map is upsampled to the feature map (and cropped back when
         `padding="same"`), rescaled by its per-image mean when `rescale=True`,
-        and cast to the inputs' dtype.
+        and cast to the inputs' dtype. Integer and bool inputs are first
+        cast to the layer's compute dtype.
 
         Args:
             inputs: 4-D feature map.
             keep: keep map `(B, gh, gw)`.
 
         Returns:
-            The masked feature map, same shape and dtype as `inputs`.
+            The masked feature map, same shape as `inputs`, in the inputs'
+            float dtype (the compute dtype for integer or bool inputs).
         """
+        inputs = self._as_float(inputs)
         keep = ops.cast(keep, "float32")
         if self.rescale:
             mean_keep = ops.mean(keep, axis=(1, 2), keepdims=True)
@@ -379,14 +448,24 @@ class EnergyMask(keras.layers.Layer):
         keep = ops.expand_dims(ops.cast(keep, inputs.dtype), axis)
         return inputs * keep
 
-    def call(self, inputs, training=None):
-        terms = self._compute_terms(inputs)
-        if self.energy_regularizer is not None:
-            self.add_loss(
-                self.energy_regularizer(
-                    terms["keep"], terms["scores"], terms["redundancy"]
-                )
+    def _energy_loss(self, terms):
+        loss = self.energy_regularizer(
+            terms["energy_keep"], terms["energy_scores"], terms["redundancy"]
+        )
+        if len(ops.shape(loss)) != 0:
+            raise ValueError(
+                "Invalid value for argument `energy_regularizer`. Expected a "
+                "callable that returns a scalar loss. Received: "
+                f"energy_regularizer={self.energy_regularizer!r} returning a "
+                f"tensor of shape {tuple(ops.shape(loss))}"
             )
+        return loss
+
+    def call(self, inputs, training=None):
+        with_energy = self.energy_regularizer is not None
+        terms = self._compute_terms(inputs, for_energy=with_energy)
+        if with_energy:
+            self.add_loss(self._energy_loss(terms))
         return self.apply_keep(inputs, terms["keep"])
 
     def compute_output_shape(self, input_shape):
@@ -419,6 +498,7 @@ class EnergyMask(keras.layers.Layer):
                 "rescale": self.rescale,
                 "padding": self.padding,
                 "data_format": self.data_format,
+                "energy_feature_gradient": self.energy_feature_gradient,
             }
         )
         return config

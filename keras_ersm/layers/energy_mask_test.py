@@ -409,24 +409,25 @@ def test_layer_works_inside_symbolic_functional_graph_channels_first():
 # --- bad input -------------------------------------------------------------
 
 
+# Wrong type -> TypeError, wrong value -> ValueError (keras_ersm._validation).
 @pytest.mark.parametrize(
-    "kwargs, received",
+    "kwargs, received, error",
     [
-        (dict(patch_size=0), "patch_size=0"),
-        (dict(patch_size=1.5), "patch_size=1.5"),
-        (dict(temperature=0.0), "temperature=0.0"),
-        (dict(temperature=-1), "temperature=-1"),
-        (dict(coherence_init=-0.5), "coherence_init=-0.5"),
-        (dict(coherence_steps=-1), "coherence_steps=-1"),
-        (dict(bias="channel"), "bias='channel'"),
-        (dict(padding="full"), "padding='full'"),
-        (dict(data_format="NHWC"), "data_format='NHWC'"),
-        (dict(rescale="yes"), "rescale='yes'"),
-        (dict(energy_regularizer=3), "energy_regularizer=3"),
+        (dict(patch_size=0), "patch_size=0", ValueError),
+        (dict(patch_size=1.5), "patch_size=1.5", TypeError),
+        (dict(temperature=0.0), "temperature=0.0", ValueError),
+        (dict(temperature=-1), "temperature=-1", ValueError),
+        (dict(coherence_init=-0.5), "coherence_init=-0.5", ValueError),
+        (dict(coherence_steps=-1), "coherence_steps=-1", ValueError),
+        (dict(bias="channel"), "bias='channel'", ValueError),
+        (dict(padding="full"), "padding='full'", ValueError),
+        (dict(data_format="NHWC"), "data_format='NHWC'", ValueError),
+        (dict(rescale="yes"), "rescale='yes'", TypeError),
+        (dict(energy_regularizer=3), "energy_regularizer=3", TypeError),
     ],
 )
-def test_invalid_arguments(kwargs, received):
-    with pytest.raises(ValueError, match="Received: " + received.replace(".", r"\.")):
+def test_invalid_arguments(kwargs, received, error):
+    with pytest.raises(error, match="Received: " + received.replace(".", r"\.")):
         keras_ersm.EnergyMask(**kwargs)
 
 
