@@ -258,7 +258,8 @@ def _redundancy_gram(unit, inv, height, width):
     red = ops.sum(same, axis=-1)
     down = ops.matmul(rows[:-1], ops.transpose(rows[1:], (0, 2, 1)))
     # A row's last grid row has no row below it in the same image.
-    row_index = ops.arange(ops.shape(rows)[0] - 1)
+    pairs = ops.shape(rows)[0] - 1
+    row_index = ops.arange(max(pairs, 0) if isinstance(pairs, int) else pairs)
     not_last = ops.cast(row_index % height < height - 1, "float32")
     weight = inv[:-1, :, None] * inv[1:, None, :] * _band(width, [0, 1])
     down = down * (weight * not_last[:, None, None])

@@ -153,3 +153,9 @@ def _value_and_grad(fn, x):
     t = torch.tensor(x, requires_grad=True)
     fn(t).backward()
     return t.grad
+
+
+def test_empty_batch_gives_empty_maps(pair_path):
+    x = np.zeros((0, 3, 4, 5), "float32")
+    proj, red = ersm_ops.scores_and_redundancy(x, np.ones((5, 1), "float32"))
+    assert _np(proj).shape == (0, 3, 4) and _np(red).shape == (0, 3, 4)
