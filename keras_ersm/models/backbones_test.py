@@ -169,10 +169,19 @@ def _load_kwargs(family):
     return {"custom_objects": {"HardSigmoidActivation": HardSigmoidActivation}}
 
 
-def _params():
+# Families whose fit-and-save test runs without `-m "not slow"` too: the
+# main job's default backbone and KerasHub's. The other KerasCV families'
+# fit-and-save tests (about a minute each on 2 busy cores) carry the slow
+# marker, so the full suite still runs them; their placement and
+# pass-through test stays in the fast run.
+FAST_FIT = ("ResNetV2Backbone", "ResNetBackbone")
+
+
+def _params(fit=False):
     params = []
     for name, (_, _, _, heavy, _) in FAMILIES.items():
-        marks = [pytest.mark.slow] if heavy else []
+        slow = heavy or (fit and name not in FAST_FIT)
+        marks = [pytest.mark.slow] if slow else []
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
@@ -237,7 +246,7 @@ def test_masks_placed_and_pass_through(family, images):
                 assert levels[point] == mask.name
 
 
-@pytest.mark.parametrize("family", _params())
+@pytest.mark.parametrize("family", _params(fit=True))
 def test_frozen_classifier_fit_and_save(family, images, tmp_path):
     points = FAMILIES[family][1]
     model = build_classifier(_backbone(family), 3, mask_at=points)
