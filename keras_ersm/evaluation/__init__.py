@@ -1,8 +1,9 @@
 """Evaluation of occlusion robustness, deletion curves and localization.
 
 Batched functions that return small result objects with `.to_dict()` (JSON)
-and `.plot()` (a matplotlib Figure). See DESIGN.md section 4 for the
-protocols.
+and `.plot()` (a matplotlib Figure). The protocols are described in the
+docs page `docs/guides/evaluation.md` ("Evaluating occlusion, deletion and
+localization").
 """
 
 from keras_ersm.evaluation.deletion import DeletionCurveResult, deletion_curve

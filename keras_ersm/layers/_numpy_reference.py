@@ -1,6 +1,7 @@
 """Independent float64 NumPy statement of the ERSM equations, for tests.
 
-Written from DESIGN.md section 1 with explicit loops over the eight
+Written from the equations of `docs/concepts.md` ("The reference layer"
+and "The coherent extension") with explicit loops over the eight
 neighbours, deliberately unlike the box-sum implementation in `ops.py`.
 """
 

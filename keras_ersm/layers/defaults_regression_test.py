@@ -1,7 +1,7 @@
 """Regression test: the defaults must not bring back the collapse.
 
 Trained from scratch with the paper's settings, the mask can collapse (keep
-near 0, accuracy at chance; DESIGN.md section 1 and
+near 0, accuracy at chance; `docs/concepts.md`, "Defaults", and
 benchmarks/results/defaults_round1.jsonl). This test trains a small CNN with
 the default `EnergyMask()` on the bundled benchmark (4 classes, seeded) and
 fails if the accuracy falls to chance or the mean keep goes near 0 or near 1.
