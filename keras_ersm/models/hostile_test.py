@@ -45,3 +45,41 @@ def test_classifier_rejects_a_backbone_of_mixed_data_formats():
     assert keras_ersm.models.energy_mask_layers(model)[0].data_format == (
         "channels_last"
     )
+
+
+# --- item 9: keep_maps on Sequential models and on zero images ---------------
+
+
+def _sequential():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", name="conv"),
+            keras_ersm.EnergyMask(patch_size=2, name="mask"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+def test_keep_maps_accepts_sequential_models():
+    model = _sequential()
+    x = np.random.default_rng(0).random((3, 8, 8, 3)).astype("float32")
+    maps = keras_ersm.models.keep_maps(model, x, layer="mask")
+    assert maps.shape == (3, 4, 4)
+    features = model.get_layer("conv")(x)
+    expected = keras.ops.convert_to_numpy(
+        model.get_layer("mask").energy_terms(features)["keep"]
+    )
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6)
+    unbuilt = keras.Sequential([keras_ersm.EnergyMask(name="m")])
+    with pytest.raises(ValueError, match="keras.Input"):
+        keras_ersm.models.keep_maps(unbuilt, x)
+
+
+def test_keep_maps_on_zero_images_is_a_clear_error():
+    model = _sequential()
+    with pytest.raises(ValueError, match="at least one image"):
+        keras_ersm.models.keep_maps(model, np.zeros((0, 8, 8, 3), "float32"))
+    with pytest.raises(TypeError, match="batch_size"):
+        keras_ersm.models.keep_maps(model, np.zeros((1, 8, 8, 3)), batch_size=2.0)

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_ersm import _validation
 from keras_ersm.layers.energy_mask import EnergyMask
 from keras_ersm.models import insertion
 from keras_ersm.models.utils import energy_mask_layers
@@ -67,11 +68,37 @@ def _mask_input(graph, mask):
 
 def _num_samples(x):
     leaves = keras.tree.flatten(x)
-    if not leaves:
-        raise ValueError(
-            f"Invalid value for argument `x`. Expected input arrays. Received: x={x!r}"
+    if not leaves or not all(hasattr(leaf, "shape") for leaf in leaves):
+        raise _validation.invalid_type("x", "input arrays", x)
+    count = int(leaves[0].shape[0]) if len(leaves[0].shape) else 0
+    if count == 0:
+        raise _validation.invalid(
+            "x", "at least one image", f"array of shape {tuple(leaves[0].shape)}"
         )
-    return int(leaves[0].shape[0])
+    return count
+
+
+def _as_functional(model):
+    """A Functional view of a built Sequential model (same layers)."""
+    if isinstance(model, keras.Sequential):
+        try:
+            inputs, outputs = model.inputs, model.outputs
+        except (AttributeError, ValueError):
+            inputs = outputs = None
+        if not inputs or not outputs:
+            raise _validation.invalid(
+                "model",
+                "a Functional model or a Sequential model built on a "
+                "`keras.Input`",
+                model.name,
+            )
+        return keras.Model(
+            inputs[0] if len(inputs) == 1 else inputs,
+            outputs[0] if len(outputs) == 1 else outputs,
+            name=model.name,
+        )
+    insertion.check_functional(model)
+    return model
 
 
 def energy_terms(model, x, layer=None, batch_size=32):
@@ -83,7 +110,8 @@ def energy_terms(model, x, layer=None, batch_size=32):
     features. No custom model needs to be written.
 
     Args:
-        model: a Functional model holding `EnergyMask` layers, e.g. from
+        model: a Functional model (or a Sequential model built on a
+            `keras.Input`) holding `EnergyMask` layers, e.g. from
             `insert_energy_masks` or `build_classifier`.
         x: model inputs (a NumPy array or tensor, or the structure the model
             takes).
@@ -112,16 +140,8 @@ def energy_terms(model, x, layer=None, batch_size=32):
     assert terms["keep"].shape == (5, 16, 16)
     ```
     """
-    insertion.check_functional(model)
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or (batch_size < 1)
-    ):
-        raise ValueError(
-            "Invalid value for argument `batch_size`. Expected an integer >= "
-            f"1. Received: batch_size={batch_size!r}"
-        )
+    model = _as_functional(model)
+    batch_size = _validation.check_int("batch_size", batch_size, 1)
     masks = _select(model, layer)
     features = [_mask_input(model, mask) for mask in masks]
     probe = keras.Model(model.input, features)
@@ -153,7 +173,8 @@ def keep_maps(model, x, layer=None, batch_size=32):
     A shortcut for `energy_terms(...)["keep"]`, for plots and evaluation.
 
     Args:
-        model: a Functional model holding `EnergyMask` layers.
+        model: a Functional model (or a Sequential model built on a
+            `keras.Input`) holding `EnergyMask` layers.
         x: model inputs (a NumPy array or tensor, or the structure the model
             takes).
         layer: name of an `EnergyMask` layer, the layer itself, or `None`
