@@ -30,6 +30,7 @@ ResNet50) so that the script is exercised by the test suite on CPU
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -239,7 +240,7 @@ def main(argv=None):
             json.dump(result, f)
         return
 
-    command = "python -m benchmarks.gpu " + " ".join(
+    command = "python -m benchmarks.gpu " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     report = {"command": command, "smoke": args.smoke, "config": config, "backends": {}}

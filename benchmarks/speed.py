@@ -27,6 +27,7 @@ The deletion-curve cost lives in `benchmarks/deletion_cost.py`.
 
 import argparse
 import os
+import shlex
 
 import keras
 import numpy as np
@@ -314,7 +315,7 @@ def main(argv=None):
     report = {
         "machine": _harness.machine(),
         "command": f"KERAS_BACKEND={_harness.BACKEND} python -m benchmarks.speed "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        + shlex.join(sys.argv[1:] if argv is None else argv),
     }
     report["threads"] = _harness.threads()
     sizes = SIZES[:1] if args.quick else SIZES
