@@ -54,13 +54,63 @@ def _split_item(item, data, labels):
     return x, (None if y is None else to_numpy(y))
 
 
-def iter_batches(data, batch_size, labels=True):
-    """Yields `(x, y)` numpy batches (`y` is None when `labels=False`)."""
+def _check_label_count(num, y):
+    count = len(y) if np.ndim(y) else 1
+    if count != num:
+        raise invalid(
+            "data",
+            "as many labels as images",
+            f"{num} images and {count} labels",
+        )
+
+
+def _check_rank(x, model, data):
+    """A clear error for unbatched examples (e.g. a tf.data.Dataset without
+    `.batch(...)`): inputs one dimension short of the model's input."""
+    inputs = getattr(model, "inputs", None)
+    leaves = keras.tree.flatten(x)
+    if not inputs or len(inputs) != 1 or len(leaves) != 1:
+        return
+    expected = len(inputs[0].shape)
+    if len(leaves[0].shape) != expected:
+        hint = (
+            "The data yields single examples: batch it (e.g. "
+            "`dataset.batch(32)`)"
+            if len(leaves[0].shape) == expected - 1
+            else ""
+        )
+        raise invalid(
+            "data",
+            f"batches of {expected}-D inputs, like the model's input "
+            f"{tuple(inputs[0].shape)}",
+            f"{_describe(data)} yielding inputs of shape {tuple(leaves[0].shape)}",
+            hint,
+        )
+
+
+def iter_batches(data, batch_size, labels=True, model=None):
+    """Yields `(x, y)` numpy batches (`y` is None when `labels=False`).
+
+    With `model`, each batch's inputs are checked to have the rank of the
+    model's input (a clear error for unbatched datasets). Labels are checked
+    to be one per image.
+    """
+    for x, y in _iter_batches(data, batch_size, labels):
+        if model is not None:
+            _check_rank(x, model, data)
+        if labels and y is not None:
+            _check_label_count(batch_size_of(x), y)
+        yield x, y
+
+
+def _iter_batches(data, batch_size, labels):
     if isinstance(data, tuple) and len(data) in (2, 3) and _is_inputs(data[0]):
         x, y = data[0], data[1]
         if labels and y is None:
             _split_item((x,), data, labels)
         num = len(keras.tree.flatten(x)[0])
+        if labels:
+            _check_label_count(num, y)
         for start in range(0, num, batch_size):
             part = keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x)
             yield _split_item(

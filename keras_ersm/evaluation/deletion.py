@@ -269,7 +269,7 @@ def deletion_curve(
     ks = correct = None
     total = 0
     num_tokens = 0
-    batches = _data.iter_batches(data, batch_size)
+    batches = _data.iter_batches(data, batch_size, model=model)
     for x, y in _progress.track(batches, data, batch_size, verbose):
         outs = split.first.predict_on_batch(x)
         features, scores, keep, norms = outs[:4]

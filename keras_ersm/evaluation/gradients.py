@@ -190,7 +190,7 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     if classes is not None:
         classes = _check_classes(classes, split.head)
     maps, offset = [], 0
-    batches = _data.iter_batches(images, batch_size, labels=False)
+    batches = _data.iter_batches(images, batch_size, labels=False, model=model)
     for x, _ in _progress.track(batches, images, batch_size, verbose):
         outs = split.first.predict_on_batch(x)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]

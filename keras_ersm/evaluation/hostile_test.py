@@ -82,3 +82,51 @@ def test_grad_cam_class_checks():
         keras_ersm.evaluation.grad_cam(model, x, classes=["a", "b"])
     with pytest.raises(ValueError, match="one class per image"):
         keras_ersm.evaluation.grad_cam(model, x, classes=[1, 0, 1])
+
+
+# --- item 9: evaluation data checks ------------------------------------------
+
+
+def _occlusion(model, data):
+    return keras_ersm.evaluation.occlusion_robustness(
+        model, data, patch_sizes=(4,), fractions=(0.1,), hide_sizes=()
+    )
+
+
+@pytest.mark.parametrize("num_labels", [5, 9])
+def test_label_count_must_match_the_images(num_labels):
+    model = _test_utils.tiny_model()
+    x, y, _ = _test_utils.synthetic_data(num=8)
+    y = np.resize(y, num_labels)
+    with pytest.raises(ValueError, match="as many labels as images.*8 images"):
+        _occlusion(model, (x, y))
+    with pytest.raises(ValueError, match="as many labels as images"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), steps=2)
+    # Batches of a dataset are checked too.
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    with pytest.raises(ValueError, match="as many labels as images"):
+        _occlusion(model, batches)
+
+
+def test_unbatched_dataset_is_a_clear_error():
+    tf = pytest.importorskip("tensorflow")
+    model = _test_utils.tiny_model()
+    x, y, _ = _test_utils.synthetic_data(num=4)
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))
+    for run in (
+        lambda: _occlusion(model, unbatched),
+        lambda: keras_ersm.evaluation.deletion_curve(model, unbatched, steps=2),
+        lambda: keras_ersm.evaluation.mask_statistics(model, unbatched),
+        lambda: keras_ersm.evaluation.grad_cam(
+            model, tf.data.Dataset.from_tensor_slices(x)
+        ),
+    ):
+        with pytest.raises(ValueError, match=r"single examples.*\.batch\("):
+            run()
+    assert _occlusion(model, unbatched.batch(2)).num_images == 4
+
+
+def test_grad_cam_on_zero_images_is_a_clear_error():
+    model = _test_utils.tiny_model()
+    with pytest.raises(ValueError, match="at least one image"):
+        keras_ersm.evaluation.grad_cam(model, np.zeros((0, 16, 16, 3), "float32"))

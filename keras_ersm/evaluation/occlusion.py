@@ -258,7 +258,7 @@ def occlusion_robustness(
     correct = np.zeros(len(settings), dtype="int64")
     covered = np.zeros(len(settings), dtype="float64")
     clean = total = 0
-    batches = _data.iter_batches(data, batch_size)
+    batches = _data.iter_batches(data, batch_size, model=model)
     for x, y in _progress.track(batches, data, batch_size, verbose):
         x = np.asarray(x)
         if x.ndim != 4:

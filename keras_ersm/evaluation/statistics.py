@@ -88,7 +88,7 @@ def keep_maps(model, data, layer=None, batch_size=32, labels=False, verbose=0):
     _data.check_batch_size(batch_size)
     split = _graph.cached_split("deletion", model, mask, False)
     keeps, ys = [], []
-    batches = _data.iter_batches(data, batch_size, labels=labels)
+    batches = _data.iter_batches(data, batch_size, labels=labels, model=model)
     for x, y in _progress.track(batches, data, batch_size, verbose):
         keeps.append(np.asarray(split.first.predict_on_batch(x)[2]))
         ys.append(y)
