@@ -60,6 +60,14 @@ def _energy_regularizer(value):
     return value
 
 
+def _scale_gradient(x, scale):
+    """`x` in the forward pass, `scale` times its gradient in the backward."""
+    frozen = ops.stop_gradient(x)
+    if scale == 0.0:
+        return frozen
+    return frozen + scale * (x - frozen)
+
+
 @keras.saving.register_keras_serializable(package="keras_ersm")
 class EnergyMask(keras.layers.Layer):
     """Energy-Regularized Spatial Masking (ERSM) of a 4-D feature map.
@@ -356,39 +364,31 @@ class EnergyMask(keras.layers.Layer):
 
     def _compute_terms(self, inputs, for_energy=False):
         """Scores, keep and redundancy; with `for_energy=True` also the
-        copies the energy loss uses, whose gradient reaches the features
-        scaled by `energy_feature_gradient` (docs/concepts.md,
+        scores and keep the energy loss uses, whose gradient reaches the
+        features scaled by `energy_feature_gradient` (docs/concepts.md,
         "Trainability")."""
         tokens = self._tokens(inputs)
         # Weights are float16 under a plain "float16" dtype policy.
         kernel = ops.cast(self.kernel, "float32")
         bias = ops.cast(self.bias, "float32")
+        unit, inv = ersm_ops.unit_tokens(tokens)
+        scores = ersm_ops.projections(unit, inv, kernel) + bias
+        terms = {"scores": scores, "keep": self._keep(scores)}
         scale = self.energy_feature_gradient
-        if scale == 1.0:
-            projections, redundancy = ersm_ops.scores_and_redundancy(tokens, kernel)
-            scores = projections + bias
-            terms = {"scores": scores, "keep": self._keep(scores)}
-            terms["redundancy"] = redundancy
-            if for_energy:
+        if scale != 1.0:
+            # Same values, gradient to the features scaled by `scale` (0:
+            # the energy trains only the mask's own weights). The keep that
+            # multiplies the features keeps the full task gradient.
+            unit, inv = _scale_gradient(unit, scale), _scale_gradient(inv, scale)
+        terms["redundancy"] = ersm_ops.pair_redundancy(unit, inv)
+        if for_energy:
+            if scale == 1.0:
                 terms["energy_scores"] = scores
                 terms["energy_keep"] = terms["keep"]
-            return terms
-        # The energy sees the same values through tokens whose gradient is
-        # scaled by `scale` (0: the energy trains only the mask's weights);
-        # the keep applied to the features keeps the full task gradient.
-        frozen = ops.stop_gradient(tokens)
-        if scale > 0.0:
-            frozen = frozen + scale * (tokens - frozen)
-        energy_projections, redundancy = ersm_ops.scores_and_redundancy(
-            frozen, kernel
-        )
-        energy_scores = energy_projections + bias
-        p_hat, _ = ersm_ops.normalize_tokens(tokens)
-        scores = ops.matmul(p_hat, kernel)[..., 0] + bias
-        terms = {"scores": scores, "keep": self._keep(scores), "redundancy": redundancy}
-        if for_energy:
-            terms["energy_scores"] = energy_scores
-            terms["energy_keep"] = self._keep(energy_scores)
+            else:
+                energy_scores = ersm_ops.projections(unit, inv, kernel) + bias
+                terms["energy_scores"] = energy_scores
+                terms["energy_keep"] = self._keep(energy_scores)
         return terms
 
     def energy_terms(self, inputs):

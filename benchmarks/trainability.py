@@ -1,0 +1,423 @@
+"""Trainability benchmark: does `EnergyMask()` ever stop a model from learning?
+
+A matrix of backbones x optimizers x datasets x seeds, each cell trained from
+scratch with the mask variant(s) under test and without a mask (the
+baseline), the seed set right before each model is built. Per run it
+records test accuracy, whether the model left chance, the mean keep, and
+the fraction of exactly-zero activations at the mask's input (the
+backbone's features) before and after training: the energy collapsing a
+backbone shows as that fraction going to 1 and the accuracy staying at
+chance.
+
+Backbones: a plain CNN without normalisation (three 3x3 Conv2D + ReLU, 32,
+64, 64 filters, strides 1, 2, 2), the same CNN with BatchNorm, a small
+KerasHub ResNet config and `keras.applications.MobileNetV3Small(weights=None)`
+(images upsampled to 64 px, the mask inserted at stride 8). Datasets:
+`make_cluttered` with its defaults and a harder variant (20 classes, more
+clutter and distractors, smaller objects).
+
+Usage:
+
+    KERAS_BACKEND=jax python -m benchmarks.trainability --quick
+    KERAS_BACKEND=jax python -m benchmarks.trainability          # full matrix
+    KERAS_BACKEND=jax python -m benchmarks.trainability --quick \\
+        --variants default full_gradient --tag explore
+    python -m benchmarks.trainability --summarize  # Markdown from the JSONL
+
+Results are appended run by run to
+`benchmarks/results/trainability[_TAG]_<backend>.jsonl` (a stopped run loses
+nothing; a rerun skips the runs already there) and summarised in the `.md`
+file of the same name.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+import keras_ersm
+from keras_ersm.datasets import make_cluttered
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+# Mask variants: name -> EnergyMask kwargs (None: no mask, the baseline).
+VARIANTS = {
+    "baseline": None,
+    "default": {},
+    "paper": "paper",
+    # The energy's gradient reaches the backbone's features in full: the
+    # behaviour of keras_ersm 0.1.0's default layer.
+    "full_gradient": {"energy_feature_gradient": 1.0},
+    "half_gradient": {"energy_feature_gradient": 0.5},
+    "no_energy": {"energy_regularizer": None},
+}
+
+DATASETS = {
+    "cluttered": {},
+    "hard": {
+        "num_classes": 20,
+        "clutter": 0.9,
+        "distractors": 8,
+        "object_scale": (0.35, 0.6),
+    },
+}
+
+OPTIMIZERS = {
+    "adam": lambda: keras.optimizers.Adam(2e-3),
+    "adamw": lambda: keras.optimizers.AdamW(2e-3),
+    "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+}
+
+
+def _cnn(batchnorm, image_size):
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for i, (filters, strides) in enumerate(((32, 1), (64, 2), (64, 2))):
+        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
+        if batchnorm:
+            x = keras.layers.BatchNormalization(momentum=0.9)(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+    return keras.Model(inputs, x, name="bn_cnn" if batchnorm else "plain_cnn")
+
+
+def _resnet(image_size):
+    import keras_hub
+
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],  # KerasHub requires 64 here.
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[32, 64],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        image_shape=(image_size, image_size, 3),
+    )
+
+
+def _mobilenet(image_size):
+    return keras.applications.MobileNetV3Small(
+        weights=None,
+        input_shape=(2 * image_size, 2 * image_size, 3),
+        include_top=False,
+        include_preprocessing=False,
+    )
+
+
+# name -> (builder(image_size), mask_at, input upsampling factor)
+BACKBONES = {
+    "plain_cnn": (lambda s: _cnn(False, s), "output", 1),
+    "bn_cnn": (lambda s: _cnn(True, s), "output", 1),
+    "resnet": (_resnet, "output", 1),
+    "mobilenet_v3_small": (_mobilenet, "expanded_conv_2_add", 2),
+}
+
+QUICK = {
+    "backbones": ["plain_cnn", "bn_cnn"],
+    "optimizers": ["adam", "adamw", "sgd"],
+    "datasets": ["cluttered", "hard"],
+    "seeds": [0, 1, 2],
+    "epochs": 6,
+    "train_size": 2000,
+}
+FULL = {
+    "backbones": list(BACKBONES),
+    "optimizers": list(OPTIMIZERS),
+    "datasets": list(DATASETS),
+    "seeds": [0, 1, 2],
+    "epochs": 10,
+    "train_size": 3000,
+}
+TEST_SIZE = 1000
+BATCH_SIZE = 64
+
+
+def load_data(dataset, train_size, upsample=1):
+    kwargs = DATASETS[dataset]
+    x, y, _ = make_cluttered(train_size, seed=0, **kwargs)
+    xt, yt, _ = make_cluttered(TEST_SIZE, split="test", seed=0, **kwargs)
+    if upsample > 1:
+        x = np.repeat(np.repeat(x, upsample, 1), upsample, 2)
+        xt = np.repeat(np.repeat(xt, upsample, 1), upsample, 2)
+    return (x, y), (xt, yt), kwargs.get("num_classes", 10)
+
+
+def build(backbone_name, variant, num_classes, seed, image_size=32):
+    """The classifier for one run; the seed is set right before building."""
+    builder, mask_at, _ = BACKBONES[backbone_name]
+    keras.utils.set_random_seed(seed)
+    backbone = builder(image_size)
+    mask_kwargs = VARIANTS[variant]
+    if mask_kwargs is None:
+        return keras_ersm.models.build_classifier(
+            backbone, num_classes, mask_at=None, freeze_backbone=False
+        ), _probe_name(backbone, mask_at)
+    if mask_kwargs == "paper":
+        config = keras_ersm.EnergyMask.paper().get_config()
+        mask_kwargs = {
+            k: config[k]
+            for k in (
+                "temperature",
+                "kernel_initializer",
+                "bias_initializer",
+                "energy_regularizer",
+                "rescale",
+            )
+        }
+    model = keras_ersm.models.build_classifier(
+        backbone, num_classes, mask_at=mask_at, freeze_backbone=False, **mask_kwargs
+    )
+    return model, _probe_name(backbone, mask_at)
+
+
+def _probe_name(backbone, mask_at):
+    """Name of the layer whose output feeds the mask (kept in the clone)."""
+    if mask_at == "output":
+        return backbone.layers[-1].name
+    return mask_at
+
+
+def zero_fraction(model, probe, x):
+    features = keras.Model(model.inputs, model.get_layer(probe).output)
+    f = features.predict(x, batch_size=256, verbose=0)
+    return float(np.mean(np.asarray(f) == 0.0))
+
+
+def mean_keep(model, x):
+    layers = keras_ersm.models.energy_mask_layers(model)
+    if not layers:
+        return None
+    maps = keras_ersm.models.keep_maps(model, x)
+    if isinstance(maps, dict):
+        maps = list(maps.values())[0]
+    return float(np.mean(np.asarray(maps)))
+
+
+def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
+    upsample = BACKBONES[backbone][2]
+    key = (dataset, upsample)
+    if key not in data_cache:
+        data_cache[key] = load_data(dataset, settings["train_size"], upsample)
+    (x, y), (xt, yt), num_classes = data_cache[key]
+    model, probe = build(backbone, variant, num_classes, seed)
+    probe_x = xt[:256]
+    zeros_start = zero_fraction(model, probe, probe_x)
+    model.compile(
+        optimizer=OPTIMIZERS[optimizer](),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=keras.backend.backend() != "torch",
+    )
+    start = time.time()
+    history = model.fit(
+        x, y, batch_size=BATCH_SIZE, epochs=settings["epochs"], verbose=0
+    )
+    seconds = time.time() - start
+    test_acc = 100.0 * float(model.evaluate(xt, yt, batch_size=256, verbose=0)[1])
+    chance = 100.0 / num_classes
+    losses = history.history["loss"]
+    return {
+        "backbone": backbone,
+        "optimizer": optimizer,
+        "dataset": dataset,
+        "seed": seed,
+        "variant": variant,
+        "epochs": settings["epochs"],
+        "train_size": settings["train_size"],
+        "test_accuracy": test_acc,
+        "train_accuracy": 100.0 * float(history.history["accuracy"][-1]),
+        "final_loss": float(losses[-1]) if math.isfinite(losses[-1]) else None,
+        "chance": chance,
+        "left_chance": bool(test_acc >= 2.0 * chance),
+        "mean_keep": mean_keep(model, probe_x),
+        "zero_fraction_start": zeros_start,
+        "zero_fraction_end": zero_fraction(model, probe, probe_x),
+        "seconds": seconds,
+    }
+
+
+def _key(r):
+    return (r["backbone"], r["optimizer"], r["dataset"], r["seed"], r["variant"])
+
+
+def _paths(tag):
+    suffix = f"_{tag}" if tag else ""
+    base = os.path.join(RESULTS, f"trainability{suffix}_{keras.backend.backend()}")
+    return base + ".jsonl", base + ".md"
+
+
+def read_records(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarize(records):
+    """Per cell (backbone, optimizer, dataset) and variant: the verdict.
+
+    A variant passes a cell where the baseline left chance on every seed
+    when it left chance on every seed too, its mean test accuracy is within
+    1 point of the baseline's or above, and its mean keep is below 0.5.
+    """
+    cells = {}
+    for r in records:
+        cell = (r["backbone"], r["optimizer"], r["dataset"])
+        cells.setdefault(cell, {}).setdefault(r["variant"], []).append(r)
+    rows = []
+    for cell, variants in sorted(cells.items()):
+        base = variants.get("baseline", [])
+        base_ok = bool(base) and all(r["left_chance"] for r in base)
+        base_acc = _mean([r["test_accuracy"] for r in base])
+        for variant, runs in sorted(variants.items()):
+            runs = sorted(runs, key=lambda r: r["seed"])
+            acc = _mean([r["test_accuracy"] for r in runs])
+            keep = _mean([r["mean_keep"] for r in runs])
+            row = {
+                "backbone": cell[0],
+                "optimizer": cell[1],
+                "dataset": cell[2],
+                "variant": variant,
+                "seeds": [r["seed"] for r in runs],
+                "accuracy_per_seed": [round(r["test_accuracy"], 1) for r in runs],
+                "worst_accuracy": min(r["test_accuracy"] for r in runs),
+                "mean_accuracy": acc,
+                "baseline_mean_accuracy": base_acc,
+                "mean_keep": keep,
+                "zero_fraction_start": _mean([r["zero_fraction_start"] for r in runs]),
+                "zero_fraction_end_max": max(r["zero_fraction_end"] for r in runs),
+                "all_left_chance": all(r["left_chance"] for r in runs),
+            }
+            if variant == "baseline":
+                row["verdict"] = "baseline" if base_ok else "baseline stays at chance"
+            elif not base_ok:
+                row["verdict"] = "n/a (baseline at chance)"
+            else:
+                ok = (
+                    row["all_left_chance"]
+                    and acc >= base_acc - 1.0
+                    and (keep < 0.5 if VARIANTS.get(variant) != {
+                        "energy_regularizer": None} else True)
+                )
+                row["verdict"] = "pass" if ok else "FAIL"
+            rows.append(row)
+    return rows
+
+
+def to_markdown(rows, title):
+    lines = [
+        f"# {title}",
+        "",
+        "Test accuracy per seed (%), its worst seed and mean, the baseline's "
+        "mean, mean keep, the fraction of exactly-zero activations at the "
+        "mask's input at the start (mean over seeds) and the end (worst "
+        "seed). Verdict: in a cell where the baseline leaves chance (test "
+        "accuracy >= 2x chance) on every seed, a variant passes when it "
+        "leaves chance on every seed, its mean accuracy is within 1 point of "
+        "the baseline's or above, and its mean keep is below 0.5.",
+        "",
+        "| backbone | optimizer | dataset | variant | acc per seed | worst | "
+        "mean | baseline mean | keep | zeros start | zeros end (max) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        keep = "" if math.isnan(r["mean_keep"]) else f"{r['mean_keep']:.3f}"
+        lines.append(
+            f"| {r['backbone']} | {r['optimizer']} | {r['dataset']} | "
+            f"{r['variant']} | {', '.join(f'{a:.1f}' for a in r['accuracy_per_seed'])}"
+            f" | {r['worst_accuracy']:.1f} | {r['mean_accuracy']:.1f} | "
+            f"{r['baseline_mean_accuracy']:.1f} | {keep} | "
+            f"{r['zero_fraction_start']:.3f} | {r['zero_fraction_end_max']:.3f} | "
+            f"{r['verdict']} |"
+        )
+    verdicts = [r["verdict"] for r in rows if r["variant"] != "baseline"]
+    by_variant = {}
+    for r in rows:
+        if r["variant"] == "baseline":
+            continue
+        by_variant.setdefault(r["variant"], []).append(r["verdict"])
+    lines += ["", "| variant | cells passed | cells failed | n/a |", "|---|---|---|---|"]
+    for variant, vs in sorted(by_variant.items()):
+        lines.append(
+            f"| {variant} | {vs.count('pass')} | {vs.count('FAIL')} | "
+            f"{sum(v.startswith('n/a') for v in vs)} |"
+        )
+    del verdicts
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the 15-minute matrix")
+    parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES))
+    parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS))
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--train-size", type=int)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default"],
+        choices=[v for v in VARIANTS if v != "baseline"],
+        help="mask variants to train beside the baseline (default: default)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only rewrite the Markdown"
+    )
+    args = parser.parse_args(argv)
+    settings = dict(QUICK if args.quick else FULL)
+    for name in ("backbones", "optimizers", "datasets", "seeds", "epochs"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    if args.train_size is not None:
+        settings["train_size"] = args.train_size
+    jsonl, md = _paths(args.tag)
+    title = f"Trainability matrix ({keras.backend.backend()}{', ' + args.tag if args.tag else ''})"
+    if not args.summarize:
+        os.makedirs(RESULTS, exist_ok=True)
+        done = {_key(r) for r in read_records(jsonl)}
+        cache = {}
+        start = time.time()
+        for dataset in settings["datasets"]:
+            for backbone in settings["backbones"]:
+                for optimizer in settings["optimizers"]:
+                    for seed in settings["seeds"]:
+                        for variant in ["baseline", *args.variants]:
+                            if (backbone, optimizer, dataset, seed, variant) in done:
+                                continue
+                            r = run_one(
+                                backbone, optimizer, dataset, seed, variant,
+                                settings, cache,
+                            )
+                            with open(jsonl, "a") as f:
+                                f.write(json.dumps(r) + "\n")
+                            keep = r["mean_keep"]
+                            print(
+                                f"[{time.time() - start:6.0f}s] {dataset:9s} "
+                                f"{backbone:18s} {optimizer:5s} seed={seed} "
+                                f"{variant:14s} acc={r['test_accuracy']:5.1f} "
+                                f"keep={'-' if keep is None else f'{keep:.3f}'} "
+                                f"zeros {r['zero_fraction_start']:.2f}->"
+                                f"{r['zero_fraction_end']:.2f}",
+                                flush=True,
+                            )
+    rows = summarize(read_records(jsonl))
+    with open(md, "w") as f:
+        f.write(to_markdown(rows, title))
+    with open(jsonl.replace(".jsonl", ".json"), "w") as f:
+        json.dump({"settings": settings, "cells": rows}, f, indent=2)
+    print(f"wrote {md}")
+
+
+if __name__ == "__main__":
+    main()

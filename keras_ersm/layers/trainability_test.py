@@ -1,0 +1,115 @@
+"""The energy must never stop a model from learning (docs/concepts.md,
+"Trainability").
+
+Unit tests of `energy_feature_gradient`: with the default (0) the energy
+loss trains the mask's own weights and leaves the backbone alone, so it
+cannot drive the backbone's features to zero; 1 is the reference
+behaviour; values in between scale the gradient that reaches the features.
+The end-to-end regression test trains a plain CNN without normalisation
+with AdamW on a seed where the reference behaviour collapses it.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_ersm
+from keras_ersm.datasets import make_cluttered
+
+BACKEND = keras.backend.backend()
+JIT = BACKEND != "torch"
+
+
+def _energy_only_step(layer_kwargs, learning_rate=0.1, seed=0):
+    """One SGD step on the energy loss alone (the task loss is 0).
+
+    Returns the change of the backbone's conv kernel and of the mask's
+    kernel and bias.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+    mask = keras_ersm.EnergyMask(
+        energy_regularizer=keras_ersm.EnergyRegularizer(unary=1.0, pairwise=1.0),
+        **layer_kwargs,
+    )
+    outputs = keras.layers.GlobalAveragePooling2D()(mask(conv(inputs)))
+    model = keras.Model(inputs, outputs)
+
+    def zero_loss(y_true, y_pred):
+        return 0.0 * keras.ops.sum(y_pred)
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate), loss=zero_loss, jit_compile=JIT
+    )
+    x = np.random.default_rng(seed).uniform(size=(4, 8, 8, 3)).astype("float32")
+    before = [keras.ops.convert_to_numpy(w) for w in (conv.kernel, mask.kernel, mask.bias)]
+    model.fit(x, np.zeros((4, 4), "float32"), batch_size=4, epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(w) for w in (conv.kernel, mask.kernel, mask.bias)]
+    return [a - b for a, b in zip(after, before)]
+
+
+def test_default_energy_does_not_reach_the_backbone():
+    backbone, kernel, bias = _energy_only_step({})
+    np.testing.assert_array_equal(backbone, np.zeros_like(backbone))
+    # ... but it still trains the mask's own weights.
+    assert np.abs(kernel).max() > 0
+    assert np.abs(bias).max() > 0
+
+
+def test_full_energy_gradient_reaches_the_backbone():
+    backbone, _, _ = _energy_only_step({"energy_feature_gradient": 1.0})
+    assert np.abs(backbone).max() > 0
+
+
+def test_energy_feature_gradient_scales_the_backbone_gradient():
+    full, full_kernel, full_bias = _energy_only_step({"energy_feature_gradient": 1.0})
+    half, half_kernel, half_bias = _energy_only_step({"energy_feature_gradient": 0.5})
+    np.testing.assert_allclose(half, 0.5 * full, rtol=1e-3, atol=1e-7)
+    # The mask's own weights get the same update whatever the scale.
+    np.testing.assert_allclose(half_kernel, full_kernel, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(half_bias, full_bias, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
+def test_forward_values_do_not_depend_on_the_gradient_scale(scale):
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 5)).astype("float32")
+    reference = keras_ersm.EnergyMask(energy_feature_gradient=1.0)
+    layer = keras_ersm.EnergyMask(energy_feature_gradient=scale)
+    reference.build(x.shape)
+    layer.build(x.shape)
+    layer.set_weights(reference.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)),
+        keras.ops.convert_to_numpy(reference(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.losses[0]),
+        keras.ops.convert_to_numpy(reference.losses[0]),
+        rtol=1e-5,
+    )
+
+
+def test_paper_keeps_the_full_gradient():
+    assert keras_ersm.EnergyMask.paper().energy_feature_gradient == 1.0
+    assert keras_ersm.EnergyMask().energy_feature_gradient == 0.0
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), float("inf")])
+def test_energy_feature_gradient_rejects_bad_values(value):
+    with pytest.raises(ValueError, match="energy_feature_gradient"):
+        keras_ersm.EnergyMask(energy_feature_gradient=value)
+
+
+def test_energy_feature_gradient_rejects_non_numbers():
+    with pytest.raises(TypeError, match="energy_feature_gradient"):
+        keras_ersm.EnergyMask(energy_feature_gradient="none")
+
+
+def test_energy_feature_gradient_round_trips_through_config():
+    layer = keras_ersm.EnergyMask(energy_feature_gradient=np.float32(0.25))
+    config = layer.get_config()
+    assert config["energy_feature_gradient"] == 0.25
+    assert keras_ersm.EnergyMask.from_config(config).energy_feature_gradient == 0.25
