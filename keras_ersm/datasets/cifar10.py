@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 
 import numpy as np
 
@@ -54,13 +55,48 @@ class _QuietMissingVariant(logging.Filter):
         return "has no dataset_info.json" not in record.getMessage()
 
 
+# TensorFlow's start-up lines, printed by its C++ code straight to the
+# stderr file descriptor on first import (TF_CPP_MIN_LOG_LEVEL does not
+# reach them since TensorFlow 2.19).
+_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations",
+    "Could not find cuda drivers",
+    "cpu_feature_guard",
+    "To enable the following instructions",
+    "failed call to cuInit",
+)
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with its start-up lines dropped, other lines kept.
+
+    The stderr file descriptor goes to a temporary file during the import;
+    afterwards every line that is not start-up noise is written to stderr,
+    so real warnings still show.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        if line.strip() and not any(noise in line for noise in _STARTUP_NOISE):
+            print(line, file=sys.stderr)
+
+
 def _import_tfds():
-    if "tensorflow" not in sys.modules:
-        # TensorFlow's C++ INFO lines (oneDNN, "Could not find cuda
-        # drivers") on first import; warnings and errors still show, and a
-        # value the user set wins.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
+        _import_tensorflow_quietly()
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError(
