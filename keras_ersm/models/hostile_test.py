@@ -83,3 +83,16 @@ def test_keep_maps_on_zero_images_is_a_clear_error():
         keras_ersm.models.keep_maps(model, np.zeros((0, 8, 8, 3), "float32"))
     with pytest.raises(TypeError, match="batch_size"):
         keras_ersm.models.keep_maps(model, np.zeros((1, 8, 8, 3)), batch_size=2.0)
+
+
+# --- item 11: naming the input layer in insert_energy_masks(at=...) ----------
+
+
+def test_inserting_at_the_input_says_so():
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    model = keras.Model(inputs, x)
+    with pytest.raises(ValueError, match="cannot be inserted at an input") as info:
+        keras_ersm.models.insert_energy_masks(model, "image")
+    assert "unknown layer" not in str(info.value)
+    assert "Received: at='image'" in str(info.value)

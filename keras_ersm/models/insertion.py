@@ -279,6 +279,8 @@ def resolve_point(model, point, recursive=False):
                         f"models {owners}; name a layer instead",
                     )
                 site = sites[0]
+            elif _is_input_name(model, point, recursive):
+                raise _input_point(point)
             else:
                 kind = "pyramid level" if _looks_like_level(point) else "layer"
                 hint = _describe_points(model, recursive)
@@ -308,13 +310,7 @@ def resolve_point(model, point, recursive=False):
         else:
             path, graph, layer = layers[0]
             if isinstance(layer, keras.layers.InputLayer):
-                raise _invalid(
-                    "at",
-                    "a layer after the inputs",
-                    point,
-                    "An EnergyMask cannot be inserted at an input; insert it "
-                    "after the first layer that follows",
-                )
+                raise _input_point(point)
             nodes = _layer_nodes(graph, layer)
             if len(nodes) != 1:
                 raise _invalid(
@@ -340,6 +336,29 @@ def resolve_point(model, point, recursive=False):
             f"Its output has shape {tuple(site.tensor.shape)}",
         )
     return site
+
+
+def _input_point(point):
+    return _invalid(
+        "at",
+        "a layer after the inputs",
+        point,
+        "An EnergyMask cannot be inserted at an input; insert it "
+        "after the first layer that follows",
+    )
+
+
+def _is_input_name(model, point, recursive):
+    graphs = _nested_graphs(model) if recursive else [((), model)]
+    for path, graph in graphs:
+        for layer in graph.layers:
+            name = "/".join(path + (layer.name,))
+            if isinstance(layer, keras.layers.InputLayer) and point in (
+                name,
+                layer.name,
+            ):
+                return True
+    return False
 
 
 def _looks_like_level(point):
