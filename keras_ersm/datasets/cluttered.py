@@ -11,9 +11,9 @@ Everything is vectorised NumPy driven by one `numpy.random.Generator`, so a
 call is deterministic given its arguments.
 """
 
-import numbers
-
 import numpy as np
+
+from keras_ersm import _validation
 
 _GLYPH_ROWS = {
     "0": (".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."),
@@ -50,25 +50,13 @@ _SPLITS = ("train", "test")
 _MAX_SEED = 2**63 - 1
 
 
-def _invalid(name, expected, value):
-    return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+_invalid = _validation.invalid
+_is_int = _validation.is_int
+_is_number = _validation.is_number
 
 
 def _check_fraction(name, value):
-    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
-        raise _invalid(name, "a number in [0, 1]", value)
-    return float(value)
+    return _validation.check_number(name, value, minimum=0.0, maximum=1.0)
 
 
 def _check_image_size(image_size):
@@ -242,7 +230,7 @@ def make_cluttered(
         `(num_images, height, width, 3)` in `[0, 1]`, `labels` int32 of
         shape `(num_images,)`, `object_masks` float32 of shape
         `(num_images, height, width)`, `1.0` on the object's pixels and
-        `0.0` elsewhere.
+        `0.0` elsewhere; every image has at least one object pixel.
 
     Examples:
 
@@ -261,20 +249,15 @@ def make_cluttered(
     )
     ```
     """
-    if not _is_int(num_images) or num_images < 1:
-        raise _invalid("num_images", "an integer >= 1", num_images)
+    _validation.check_int("num_images", num_images, 1)
     height, width = _check_image_size(image_size)
-    if not _is_int(num_classes) or not 2 <= num_classes <= len(GLYPHS):
-        raise _invalid("num_classes", f"an integer in [2, {len(GLYPHS)}]", num_classes)
+    _validation.check_int("num_classes", num_classes, 2, len(GLYPHS))
     clutter = _check_fraction("clutter", clutter)
-    if not _is_int(distractors) or distractors < 0:
-        raise _invalid("distractors", "an integer >= 0", distractors)
+    _validation.check_int("distractors", distractors, 0)
     spurious_cue = _check_fraction("spurious_cue", spurious_cue)
     scale_low, scale_high = _check_object_scale(object_scale)
-    if split not in _SPLITS:
-        raise _invalid("split", f"one of {_SPLITS}", split)
-    if not _is_int(seed) or not 0 <= seed <= _MAX_SEED:
-        raise _invalid("seed", "a non-negative integer", seed)
+    _validation.check_choice("split", split, _SPLITS)
+    _validation.check_int("seed", seed, 0, _MAX_SEED, expected="a non-negative integer")
 
     n = int(num_images)
     rng = np.random.default_rng([int(seed), _SPLITS.index(split)])
@@ -352,6 +335,15 @@ def make_cluttered(
         zeros,
         zeros,
     )
+    # Glyph cells smaller than a pixel (small images, small object_scale)
+    # can fall between the pixel samples: keep at least the pixel under the
+    # centre of one of the glyph's cells, so every image shows its object.
+    for k in np.flatnonzero(~masks.any(axis=(1, 2))):
+        on = np.argwhere(_BITMAPS[labels[k]])
+        row, col = on[len(on) // 2]
+        y = min(int(top[k] + (row + 0.5) * cell[k]), height - 1)
+        x = min(int(left[k] + (col + 0.5) * cell_x[k]), width - 1)
+        masks[k, y, x] = True
     _paint(images, masks, _glyph_colours(rng, n))
 
     np.clip(images, 0.0, 1.0, out=images)

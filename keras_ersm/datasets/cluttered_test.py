@@ -125,27 +125,37 @@ def test_speed():
     assert x.shape == (2000, 32, 32, 3)
 
 
+# Wrong type -> TypeError, wrong value -> ValueError (keras_ersm._validation).
 @pytest.mark.parametrize(
-    "kwargs, name",
+    "kwargs, name, error",
     [
-        (dict(num_images=0), "num_images"),
-        (dict(num_images=2.5), "num_images"),
-        (dict(image_size=8), "image_size"),
-        (dict(image_size=(32,)), "image_size"),
-        (dict(num_classes=1), "num_classes"),
-        (dict(num_classes=len(GLYPHS) + 1), "num_classes"),
-        (dict(clutter=1.5), "clutter"),
-        (dict(clutter="high"), "clutter"),
-        (dict(distractors=-1), "distractors"),
-        (dict(spurious_cue=-0.1), "spurious_cue"),
-        (dict(object_scale=0.1), "object_scale"),
-        (dict(object_scale=(0.9, 0.5)), "object_scale"),
-        (dict(split="validation"), "split"),
-        (dict(seed=-1), "seed"),
-        (dict(seed=None), "seed"),
+        (dict(num_images=0), "num_images", ValueError),
+        (dict(num_images=2.5), "num_images", TypeError),
+        (dict(image_size=8), "image_size", ValueError),
+        (dict(image_size=(32,)), "image_size", ValueError),
+        (dict(num_classes=1), "num_classes", ValueError),
+        (dict(num_classes=len(GLYPHS) + 1), "num_classes", ValueError),
+        (dict(clutter=1.5), "clutter", ValueError),
+        (dict(clutter="high"), "clutter", TypeError),
+        (dict(clutter=float("nan")), "clutter", ValueError),
+        (dict(distractors=-1), "distractors", ValueError),
+        (dict(spurious_cue=-0.1), "spurious_cue", ValueError),
+        (dict(object_scale=0.1), "object_scale", ValueError),
+        (dict(object_scale=(0.9, 0.5)), "object_scale", ValueError),
+        (dict(split="validation"), "split", ValueError),
+        (dict(seed=-1), "seed", ValueError),
+        (dict(seed=None), "seed", TypeError),
     ],
 )
-def test_bad_arguments(kwargs, name):
+def test_bad_arguments(kwargs, name, error):
     args = {"num_images": 4, **kwargs}
-    with pytest.raises(ValueError, match=f"argument `{name}`.*Received: {name}="):
+    with pytest.raises(error, match=f"argument `{name}`.*Received: {name}="):
         make_cluttered(**args)
+
+
+def test_small_objects_keep_at_least_one_pixel():
+    # Cells smaller than a pixel used to leave some images without any
+    # object pixel (issue 15 item 11).
+    x, _, masks = make_cluttered(300, image_size=16, object_scale=0.25)
+    assert masks.sum(axis=(1, 2)).min() >= 1
+    assert masks.max() == 1.0 and x.shape == (300, 16, 16, 3)
