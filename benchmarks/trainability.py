@@ -115,22 +115,18 @@ BACKBONES = {
     "mobilenet_v3_small": (_mobilenet, "expanded_conv_2_add", 2),
 }
 
+# The quick matrix is the failure the benchmark was written for (a plain CNN
+# without normalisation, every optimizer, three seeds); the full one adds the
+# other backbones and the harder data. Both train every run alike.
 QUICK = {
-    "backbones": ["plain_cnn", "bn_cnn"],
-    "optimizers": ["adam", "adamw", "sgd"],
-    "datasets": ["cluttered", "hard"],
-    "seeds": [0, 1, 2],
-    "epochs": 6,
-    "train_size": 2000,
-}
-FULL = {
-    "backbones": list(BACKBONES),
+    "backbones": ["plain_cnn"],
     "optimizers": list(OPTIMIZERS),
-    "datasets": list(DATASETS),
+    "datasets": ["cluttered"],
     "seeds": [0, 1, 2],
-    "epochs": 10,
+    "epochs": 12,
     "train_size": 3000,
 }
+FULL = {**QUICK, "backbones": list(BACKBONES), "datasets": list(DATASETS)}
 TEST_SIZE = 1000
 BATCH_SIZE = 64
 

@@ -149,6 +149,14 @@ class EnergyMask(keras.layers.Layer):
             cropped back). Defaults to `"valid"`.
         data_format: `"channels_last"`, `"channels_first"` or `None` for
             `keras.config.image_data_format()`. Defaults to `None`.
+        energy_feature_gradient: float in `[0, 1]`, the scale of the energy
+            loss's gradient that reaches the input features (the backbone).
+            `0` lets the energy train only the mask's own weights, so it can
+            never drive the backbone's features to zero (measured to stop a
+            CNN without normalisation from learning; docs/concepts.md,
+            "Trainability"); `1` is the reference layer. The forward values
+            do not depend on it. Defaults to `0.0` (`EnergyMask.paper()`
+            uses `1.0`).
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -236,8 +244,10 @@ class EnergyMask(keras.layers.Layer):
         """Returns an `EnergyMask` with exactly the reference settings.
 
         Bias initialised to 6.0, `lambda = gamma = 1e-3`, `T = 1`, no
-        coherence, no output rescaling, and a kernel initialised like a
-        PyTorch `nn.Linear` (uniform in `+-1/sqrt(fan_in)`). These settings
+        coherence, no output rescaling, the energy's gradient reaching the
+        features in full (`energy_feature_gradient=1.0`), and a kernel
+        initialised like a PyTorch `nn.Linear` (uniform in
+        `+-1/sqrt(fan_in)`). These settings
         reproduce the published code; trained from scratch they collapse
         (keep near 0), so prefer the defaults unless the backbone is frozen
         and pretrained.
