@@ -16,26 +16,14 @@ import os
 import keras
 
 from keras_ersm import evaluation, visualization
-from keras_ersm.evaluation._graph import invalid
-
-
-def _check_every(every):
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise invalid("every", "a positive integer", every)
-    return every
-
-
-def _check_prefix(prefix):
-    if not isinstance(prefix, str) or not prefix:
-        raise invalid("prefix", "a non-empty string", prefix)
-    return prefix
+from keras_ersm import _validation
 
 
 class _EvaluationCallback(keras.callbacks.Callback):
     def __init__(self, every, prefix):
         super().__init__()
-        self.every = _check_every(every)
-        self.prefix = _check_prefix(prefix)
+        self.every = _validation.check_int("every", every, 1)
+        self.prefix = _validation.check_str("prefix", prefix)
         self.last_result = None
 
     def _should_run(self, epoch):
@@ -302,23 +290,20 @@ class MaskSnapshot(_EvaluationCallback):
     ):
         super().__init__(every, prefix)
         if directory is not None and not isinstance(directory, (str, os.PathLike)):
-            raise invalid("directory", "a path or None", directory)
+            raise _validation.invalid_type("directory", "a path or None", directory)
         if tensorboard_dir is not None and not isinstance(
             tensorboard_dir, (str, os.PathLike)
         ):
-            raise invalid("tensorboard_dir", "a path or None", tensorboard_dir)
+            raise _validation.invalid_type(
+                "tensorboard_dir", "a path or None", tensorboard_dir
+            )
         if directory is None and tensorboard_dir is None:
             raise ValueError(
                 "Invalid value for argument `directory`. Expected a path, or "
                 "a `tensorboard_dir` to write to instead. Received: "
                 "directory=None and tensorboard_dir=None"
             )
-        if (
-            isinstance(max_images, bool)
-            or not isinstance(max_images, int)
-            or (max_images < 1)
-        ):
-            raise invalid("max_images", "a positive integer", max_images)
+        max_images = _validation.check_int("max_images", max_images, 1)
         self.images = images
         self.directory = None if directory is None else os.fspath(directory)
         self.tensorboard_dir = (

@@ -92,8 +92,15 @@ def test_constructor_needs_a_destination():
     x, _, _ = _test_utils.synthetic_data(num=4)
     with pytest.raises(ValueError, match="tensorboard_dir"):
         keras_ersm.callbacks.MaskSnapshot(x, None)
-    with pytest.raises(ValueError, match="tensorboard_dir"):
+    # A wrong type is a TypeError, a wrong value a ValueError (_validation).
+    with pytest.raises(TypeError, match="Received: tensorboard_dir=3"):
         keras_ersm.callbacks.MaskSnapshot(x, None, tensorboard_dir=3)
+    with pytest.raises(TypeError, match="Received: directory=3"):
+        keras_ersm.callbacks.MaskSnapshot(x, 3)
+    with pytest.raises(TypeError, match="Received: every=1.5"):
+        keras_ersm.callbacks.MaskStatistics(x, every=1.5)
+    with pytest.raises(TypeError, match="Received: prefix=None"):
+        keras_ersm.callbacks.MaskStatistics(x, prefix=None)
 
 
 def _event_tags(directory):

@@ -9,6 +9,8 @@ import tempfile
 
 import numpy as np
 
+from keras_ersm import _validation
+
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -37,11 +39,7 @@ class DatasetUnavailableError(RuntimeError):
     """
 
 
-def _invalid(name, expected, value):
-    return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
+_invalid = _validation.invalid
 
 
 class _QuietMissingVariant(logging.Filter):

@@ -9,7 +9,7 @@ or any iterable of such tuples (e.g. a torch `DataLoader`), or a
 import keras
 import numpy as np
 
-from keras_ersm.evaluation._graph import invalid
+from keras_ersm._validation import invalid
 
 
 def to_numpy(value):

@@ -9,7 +9,7 @@ import math
 import keras
 
 from keras_ersm.evaluation import _data
-from keras_ersm.evaluation._graph import invalid
+from keras_ersm._validation import invalid
 
 
 def check_verbose(verbose):

@@ -17,6 +17,7 @@ import collections
 
 import keras
 
+from keras_ersm import _validation
 from keras_ersm.layers.energy_mask import EnergyMask
 
 OUTPUT = "output"
@@ -31,12 +32,7 @@ _Site = collections.namedtuple(
 )
 
 
-def _invalid(name, expected, value, hint=""):
-    message = (
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
-    return ValueError(message + (f". {hint}" if hint else ""))
+_invalid = _validation.invalid
 
 
 def _is_functional(model):
