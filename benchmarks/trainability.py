@@ -227,7 +227,7 @@ def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
         "train_accuracy": 100.0 * float(history.history["accuracy"][-1]),
         "final_loss": float(losses[-1]) if math.isfinite(losses[-1]) else None,
         "chance": chance,
-        "left_chance": bool(test_acc >= 2.0 * chance),
+        "left_chance": bool(test_acc >= 1.5 * chance),
         "mean_keep": mean_keep(model, probe_x),
         "zero_fraction_start": zeros_start,
         "zero_fraction_end": zero_fraction(model, probe, probe_x),
@@ -260,9 +260,11 @@ def _mean(values):
 def summarize(records):
     """Per cell (backbone, optimizer, dataset) and variant: the verdict.
 
-    A variant passes a cell where the baseline left chance on every seed
-    when it left chance on every seed too, its mean test accuracy is within
-    1 point of the baseline's or above, and its mean keep is below 0.5.
+    A run leaves chance when its test accuracy is at least 1.5x chance. In
+    a cell where the baseline leaves chance on some seed, a variant passes
+    when it leaves chance on every seed on which the baseline does, its
+    mean test accuracy is within 1 point of the baseline's or above, and its
+    mean keep is below 0.5.
     """
     cells = {}
     for r in records:
@@ -270,9 +272,9 @@ def summarize(records):
         cells.setdefault(cell, {}).setdefault(r["variant"], []).append(r)
     rows = []
     for cell, variants in sorted(cells.items()):
-        base = variants.get("baseline", [])
-        base_ok = bool(base) and all(r["left_chance"] for r in base)
-        base_acc = _mean([r["test_accuracy"] for r in base])
+        base = {r["seed"]: r for r in variants.get("baseline", [])}
+        base_ok = any(r["left_chance"] for r in base.values())
+        base_acc = _mean([r["test_accuracy"] for r in base.values()])
         for variant, runs in sorted(variants.items()):
             runs = sorted(runs, key=lambda r: r["seed"])
             acc = _mean([r["test_accuracy"] for r in runs])
@@ -297,12 +299,17 @@ def summarize(records):
             elif not base_ok:
                 row["verdict"] = "n/a (baseline at chance)"
             else:
-                ok = (
-                    row["all_left_chance"]
-                    and acc >= base_acc - 1.0
-                    and (keep < 0.5 if VARIANTS.get(variant) != {
-                        "energy_regularizer": None} else True)
+                # Every seed on which the baseline left chance, the mask
+                # must leave it too; accuracy and keep are means over seeds.
+                followed = all(
+                    r["left_chance"]
+                    for r in runs
+                    if r["seed"] in base and base[r["seed"]]["left_chance"]
                 )
+                sparse = keep < 0.5 or VARIANTS.get(variant) == {
+                    "energy_regularizer": None
+                }
+                ok = followed and acc >= base_acc - 1.0 and sparse
                 row["verdict"] = "pass" if ok else "FAIL"
             rows.append(row)
     return rows
@@ -315,10 +322,11 @@ def to_markdown(rows, title):
         "Test accuracy per seed (%), its worst seed and mean, the baseline's "
         "mean, mean keep, the fraction of exactly-zero activations at the "
         "mask's input at the start (mean over seeds) and the end (worst "
-        "seed). Verdict: in a cell where the baseline leaves chance (test "
-        "accuracy >= 2x chance) on every seed, a variant passes when it "
-        "leaves chance on every seed, its mean accuracy is within 1 point of "
-        "the baseline's or above, and its mean keep is below 0.5.",
+        "seed). A run leaves chance when its test accuracy is at least 1.5x "
+        "chance. Verdict: in a cell where the baseline leaves chance on some "
+        "seed, a variant passes when it leaves chance on every seed on which "
+        "the baseline does, its mean accuracy is within 1 point of the "
+        "baseline's or above, and its mean keep is below 0.5.",
         "",
         "| backbone | optimizer | dataset | variant | acc per seed | worst | "
         "mean | baseline mean | keep | zeros start | zeros end (max) | verdict |",
