@@ -270,8 +270,9 @@ def plot_localization(result, title="Does the map land on the object?", ax=None)
         ax: optional matplotlib Axes. Defaults to `None` (a new Figure).
 
     Returns:
-        The matplotlib `Figure`, with a dashed line at the object's share of
-        the image (what a uniform map scores as mass inside) in the legend.
+        The matplotlib `Figure`, with a dashed line over the mass-inside
+        bars at the object's share of the image (what a uniform map scores
+        there), named in the legend.
 
     Examples:
 
@@ -298,8 +299,11 @@ def plot_localization(result, title="Does the map land on the object?", ax=None)
             label=ORDER_LABELS.get(name, name),
             color=ORDER_COLORS.get(name),
         )
-    ax.axhline(
+    # Only over the mass-inside bars: what a uniform map scores there.
+    ax.hlines(
         data["object_fraction"],
+        -0.45,
+        0.45,
         color="black",
         linestyle="--",
         linewidth=1,
