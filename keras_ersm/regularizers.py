@@ -6,9 +6,23 @@ from keras import ops
 from keras_ersm import _validation
 
 
+# Not a `keras.regularizers.Regularizer`: a Keras regularizer is called on one
+# weight tensor (`kernel_regularizer=`, `activity_regularizer=`, ...), and the
+# ERSM energy has no meaning for one tensor: it needs the keep map, the scores
+# and the neighbour redundancy that only an `EnergyMask` computes. Claiming the
+# base class let `Dense(kernel_regularizer=EnergyRegularizer())` be accepted
+# and fail later. The registered name is unchanged, so `.keras` files and
+# configs written while it subclassed `Regularizer` still load.
 @keras.saving.register_keras_serializable(package="keras_ersm")
-class EnergyRegularizer(keras.regularizers.Regularizer):
+class EnergyRegularizer:
     """Turns an `EnergyMask`'s keep map, scores and redundancy into a loss.
+
+    The loss term of an `EnergyMask` (its `energy_regularizer` argument), not
+    a `keras.regularizers.Regularizer`: it takes three tensors, not a layer's
+    weight, so it cannot be given to `kernel_regularizer=` or
+    `activity_regularizer=` (called with one tensor it raises a `TypeError`
+    saying so). It serializes like any Keras object
+    (`keras.saving.serialize_keras_object`, `get_config` / `from_config`).
 
     Per token `i`, the energy is
 
@@ -65,7 +79,16 @@ class EnergyRegularizer(keras.regularizers.Regularizer):
             redundancy
         )
 
-    def __call__(self, keep, scores, redundancy):
+    def __call__(self, keep, scores=None, redundancy=None):
+        if scores is None or redundancy is None:
+            raise TypeError(
+                "`EnergyRegularizer` is not a Keras weight regularizer: it is "
+                "called with three tensors, `(keep, scores, redundancy)`, by "
+                "an `EnergyMask` (pass it as `EnergyMask(energy_regularizer="
+                "...)`), not as a layer's `kernel_regularizer` or "
+                "`activity_regularizer`. Received: one tensor of shape "
+                f"{getattr(keep, 'shape', type(keep).__name__)}"
+            )
         keep = ops.cast(keep, "float32")
         energy = self.energy(scores, redundancy)
         # mean(keep * energy), and 0 (not NaN) for an empty batch.
@@ -78,6 +101,11 @@ class EnergyRegularizer(keras.regularizers.Regularizer):
             "pairwise": self.pairwise,
             "weight": self.weight,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        """Builds an `EnergyRegularizer` from `get_config()`'s dict."""
+        return cls(**config)
 
     def __repr__(self):
         return (
