@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_ersm import _validation
 from keras_ersm.evaluation import _data, _graph, _progress, gradients
 
 ORDERS = ("energy", "magnitude", "random", "grad_cam")
@@ -111,8 +112,7 @@ def deletion_ks(num_tokens, steps):
     """Numbers of deleted tokens per step."""
     if steps is None:
         return np.arange(num_tokens + 1)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise _graph.invalid("steps", "None or an integer >= 2", steps)
+    steps = _validation.check_int("steps", steps, 2, expected="None or an integer >= 2")
     return np.unique(np.round(np.linspace(0, num_tokens, steps)).astype("int64"))
 
 
@@ -254,8 +254,7 @@ def deletion_curve(
     orders = _check_orders(orders)
     if direction not in DIRECTIONS:
         raise _graph.invalid("direction", f"one of {DIRECTIONS}", direction)
-    if not isinstance(replace_keep, bool):
-        raise _graph.invalid("replace_keep", "a bool", replace_keep)
+    replace_keep = _validation.check_bool("replace_keep", replace_keep)
     _data.check_batch_size(batch_size)
     if step_batch_size is None:
         step_batch_size = 8 * batch_size

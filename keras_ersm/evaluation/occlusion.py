@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_ersm import _validation
 from keras_ersm.evaluation import _data, _graph, _progress
 
 FILLS = ("mean", "zero", "noise")
@@ -73,19 +74,21 @@ class OcclusionResult:
 
 def _check_numbers(name, values, kind):
     values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+    if kind == "size":
+        expected = "a tuple of positive integer sizes in pixels"
+    else:
+        expected = "a tuple of numbers in [0, 1]"
     for v in values:
-        ok = not isinstance(v, bool) and isinstance(v, (int, float))
         if kind == "size":
-            ok = ok and isinstance(v, int) and v >= 1
+            valid_type = _validation.is_int(v)
+            valid = valid_type and v >= 1
         else:
-            ok = ok and 0.0 <= v <= 1.0
-        if not ok:
-            expected = (
-                "positive integer sizes in pixels"
-                if kind == "size"
-                else ("numbers in [0, 1]")
-            )
-            raise _graph.invalid(name, f"a tuple of {expected}", values)
+            valid_type = _validation.is_number(v)
+            valid = valid_type and 0.0 <= float(v) <= 1.0
+        if not valid_type:
+            raise _validation.invalid_type(name, expected, values)
+        if not valid:
+            raise _validation.invalid(name, expected, values)
     return values
 
 

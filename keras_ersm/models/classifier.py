@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_ersm import _validation
 from keras_ersm.layers.energy_mask import EnergyMask
 from keras_ersm.models import insertion
 from keras_ersm.models.utils import energy_mask_layers
@@ -125,29 +126,11 @@ def build_classifier(
     ```
     """
     insertion.check_functional(backbone, "backbone")
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, int)
-        or num_classes < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `num_classes`. Expected an integer "
-            f">= 1. Received: num_classes={num_classes!r}"
-        )
-    if not isinstance(freeze_backbone, bool):
-        raise ValueError(
-            "Invalid value for argument `freeze_backbone`. Expected a bool. "
-            f"Received: freeze_backbone={freeze_backbone!r}"
-        )
-    if (
-        isinstance(dropout, bool)
-        or not isinstance(dropout, (int, float))
-        or not 0 <= dropout < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `dropout`. Expected a float in "
-            f"[0, 1). Received: dropout={dropout!r}"
-        )
+    num_classes = _validation.check_int("num_classes", num_classes, 1)
+    freeze_backbone = _validation.check_bool("freeze_backbone", freeze_backbone)
+    dropout = _validation.check_number(
+        "dropout", dropout, minimum=0.0, maximum=1.0, maximum_open=True
+    )
     outputs = backbone.outputs
     if len(outputs) != 1 or len(outputs[0].shape) != 4:
         shapes = [tuple(o.shape) for o in outputs]

@@ -137,10 +137,13 @@ def test_bad_arguments():
     backbone = small_model()
     with pytest.raises(ValueError, match="num_classes=0"):
         build_classifier(backbone, 0)
-    with pytest.raises(ValueError, match="num_classes=True"):
+    # Wrong types raise TypeError (keras_ersm._validation's rule).
+    with pytest.raises(TypeError, match="num_classes=True"):
         build_classifier(backbone, True)
-    with pytest.raises(ValueError, match="freeze_backbone='yes'"):
+    with pytest.raises(TypeError, match="freeze_backbone='yes'"):
         build_classifier(backbone, 3, freeze_backbone="yes")
+    with pytest.raises(ValueError, match="dropout=nan"):
+        build_classifier(backbone, 3, dropout=float("nan"))
     with pytest.raises(ValueError, match="dropout=1.0"):
         build_classifier(backbone, 3, dropout=1.0)
     with pytest.raises(ValueError, match="mask_at=None"):
