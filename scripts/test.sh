@@ -14,7 +14,7 @@
 #
 # is the development loop: no installs, no docs build, the tests not marked
 # `slow`, one backend (KERAS_BACKEND, default jax), stopping at the first
-# failure. A few minutes on 2 cores; run the full command before a merge.
+# failure. Run the full command before a merge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore NO_MKDOCS_2_WARNING=1
