@@ -348,7 +348,11 @@ def to_markdown(rows, title):
         if r["variant"] == "baseline":
             continue
         by_variant.setdefault(r["variant"], []).append(r["verdict"])
-    lines += ["", "| variant | cells passed | cells failed | n/a |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| variant | cells passed | cells failed | n/a |",
+        "|---|---|---|---|",
+    ]
     for variant, vs in sorted(by_variant.items()):
         lines.append(
             f"| {variant} | {vs.count('pass')} | {vs.count('FAIL')} | "
@@ -400,8 +404,13 @@ def main(argv=None):
                             if (backbone, optimizer, dataset, seed, variant) in done:
                                 continue
                             r = run_one(
-                                backbone, optimizer, dataset, seed, variant,
-                                settings, cache,
+                                backbone,
+                                optimizer,
+                                dataset,
+                                seed,
+                                variant,
+                                settings,
+                                cache,
                             )
                             with open(jsonl, "a") as f:
                                 f.write(json.dumps(r) + "\n")

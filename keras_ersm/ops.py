@@ -3,7 +3,7 @@
 Every function here is backend-agnostic, differentiable and jit-safe. Token
 maps are always channels_last: `(batch, grid_h, grid_w, depth)` with
 `depth = patch_size * patch_size * channels` ordered (row in patch, column in
-patch, channel), as in DESIGN.md section 1.
+patch, channel), as in docs/concepts.md, "Tokens".
 """
 
 import keras

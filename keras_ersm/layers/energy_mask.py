@@ -17,7 +17,7 @@ _DATA_FORMATS = ("channels_last", "channels_first")
 DEFAULT_BIAS_INIT = 0.0
 DEFAULT_UNARY = 1e-2
 DEFAULT_PAIRWISE = 1e-3
-# The reference implementation's settings (DESIGN.md section 1).
+# The reference implementation's settings (docs/concepts.md, "The reference layer").
 PAPER_BIAS_INIT = 6.0
 
 

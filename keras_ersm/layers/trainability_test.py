@@ -43,10 +43,14 @@ def _energy_only_step(layer_kwargs, learning_rate=0.1, seed=0):
         optimizer=keras.optimizers.SGD(learning_rate), loss=zero_loss, jit_compile=JIT
     )
     x = np.random.default_rng(seed).uniform(size=(4, 8, 8, 3)).astype("float32")
-    before = [keras.ops.convert_to_numpy(w) for w in (conv.kernel, mask.kernel, mask.bias)]
+    before = [
+        keras.ops.convert_to_numpy(w) for w in (conv.kernel, mask.kernel, mask.bias)
+    ]
     model.fit(x, np.zeros((4, 4), "float32"), batch_size=4, epochs=1, verbose=0)
-    after = [keras.ops.convert_to_numpy(w) for w in (conv.kernel, mask.kernel, mask.bias)]
-    return [a - b for a, b in zip(after, before)]
+    after = [
+        keras.ops.convert_to_numpy(w) for w in (conv.kernel, mask.kernel, mask.bias)
+    ]
+    return [a - b for a, b in zip(after, before, strict=True)]
 
 
 def test_default_energy_does_not_reach_the_backbone():
