@@ -15,8 +15,7 @@ import os
 
 import keras
 
-from keras_ersm import evaluation, visualization
-from keras_ersm import _validation
+from keras_ersm import _validation, evaluation, visualization
 
 
 class _EvaluationCallback(keras.callbacks.Callback):

@@ -24,9 +24,7 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 def test_old_keras_file_loads_with_the_same_outputs(name, loader):
     saved = np.load(os.path.join(FIXTURES, f"{name}.npz"))
     load = (
-        keras.saving.load_model
-        if loader == "keras"
-        else keras_ersm.saving.load_model
+        keras.saving.load_model if loader == "keras" else keras_ersm.saving.load_model
     )
     model = load(os.path.join(FIXTURES, f"{name}.keras"), safe_mode=True)
     assert [layer.name for layer in model.layers] == list(saved["layer_names"])
@@ -34,7 +32,7 @@ def test_old_keras_file_loads_with_the_same_outputs(name, loader):
     # comes back trainable): compare the layers that hold weights.
     flags = [
         (layer.trainable, bool(old))
-        for layer, old in zip(model.layers, saved["trainable"])
+        for layer, old in zip(model.layers, saved["trainable"], strict=True)
         if layer.weights
     ]
     assert flags and all(new == old for new, old in flags), flags
