@@ -227,12 +227,17 @@ def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
         "train_accuracy": 100.0 * float(history.history["accuracy"][-1]),
         "final_loss": float(losses[-1]) if math.isfinite(losses[-1]) else None,
         "chance": chance,
-        "left_chance": bool(test_acc >= 1.5 * chance),
+        "left_chance": left_chance(test_acc, chance),
         "mean_keep": mean_keep(model, probe_x),
         "zero_fraction_start": zeros_start,
         "zero_fraction_end": zero_fraction(model, probe, probe_x),
         "seconds": seconds,
     }
+
+
+def left_chance(accuracy, chance):
+    """A run leaves chance when its test accuracy is at least 1.5x chance."""
+    return bool(accuracy >= 1.5 * chance)
 
 
 def _key(r):
@@ -268,6 +273,7 @@ def summarize(records):
     """
     cells = {}
     for r in records:
+        r = {**r, "left_chance": left_chance(r["test_accuracy"], r["chance"])}
         cell = (r["backbone"], r["optimizer"], r["dataset"])
         cells.setdefault(cell, {}).setdefault(r["variant"], []).append(r)
     rows = []
