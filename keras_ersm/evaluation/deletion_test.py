@@ -193,7 +193,17 @@ def _nested_classifier():
 
 def test_nested_backbone_with_skip_connection():
     model = _nested_classifier()
-    x = np.random.default_rng(0).random((6, 16, 16, 3)).astype("float32")
+    # Weights from NumPy (the same on every backend), a strong uneven keep
+    # map and images of different colours: the masked branch is not a
+    # multiple of the skip branch, so deleting it changes predictions.
+    rng = np.random.default_rng(2)
+    model.set_weights(
+        [rng.normal(size=w.shape).astype("float32") for w in model.get_weights()]
+    )
+    mask = model.get_layer("backbone").get_layer("inner_mask")
+    mask.kernel.assign(10.0 * keras.ops.convert_to_numpy(mask.kernel))
+    x = rng.random((24, 16, 16, 3)) * rng.random((24, 1, 1, 3)) * 4.0
+    x = x.astype("float32")
     logits = model.predict(x, verbose=0)
     y = np.argmax(logits, -1)
     config = model.get_config()
@@ -203,10 +213,16 @@ def test_nested_backbone_with_skip_connection():
     np.testing.assert_allclose(model.predict(x, verbose=0), logits, rtol=1e-6)
     for order in result.accuracy:
         assert result.accuracy[order][0] == 100.0
-    # Deleting every token leaves the skip branch: output = head(h).
-    backbone = model.get_layer("backbone")
     assert result.layer == "inner_mask"
-    assert backbone.get_layer("inner_mask") is not None
+    # Deleting every token leaves the skip branch: output = head(h), h the
+    # features that enter the mask (Add([h, 0]) == h).
+    backbone = model.get_layer("backbone")
+    h = backbone.layers[1](x)
+    head = model.layers[-1](model.layers[-2](h))
+    expected = 100.0 * np.mean(np.argmax(keras.ops.convert_to_numpy(head), -1) == y)
+    assert expected < 100.0  # the skip branch alone predicts differently
+    for order in result.accuracy:
+        assert result.accuracy[order][-1] == pytest.approx(expected)
 
 
 def test_errors(trained):

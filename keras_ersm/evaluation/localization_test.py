@@ -6,6 +6,7 @@ import pytest
 
 import keras_ersm
 from keras_ersm.evaluation import _test_utils, localization
+from keras_ersm.testing import test_case
 
 
 def test_scores_of_known_maps():
@@ -34,7 +35,7 @@ def test_mask_localization():
         assert all(0.0 <= v <= 1.0 for v in values.values())
     assert result.object_fraction == pytest.approx(objects.mean())
     json.dumps(result.to_dict())
-    assert result.plot() is not None
+    test_case.check_figure(result.plot())
     only_keep = keras_ersm.evaluation.mask_localization(
         model, x, objects, grad_cam=False
     )

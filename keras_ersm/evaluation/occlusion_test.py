@@ -6,6 +6,7 @@ import pytest
 
 import keras_ersm
 from keras_ersm.evaluation import _test_utils, occlusion
+from keras_ersm.testing import test_case
 
 
 def test_cutout_and_hide_and_seek_masks():
@@ -59,7 +60,7 @@ def test_occlusion_robustness_baseline_and_objects():
     )
     assert again.to_dict() == result.to_dict()
     json.dumps(result.to_dict())
-    assert result.plot() is not None
+    test_case.check_figure(result.plot())
     for fill in ("mean", "noise"):
         other = keras_ersm.evaluation.occlusion_robustness(
             model, (x, y), patch_sizes=(), hide_sizes=(4,), fill=fill

@@ -4,6 +4,7 @@ import pytest
 
 import keras_ersm
 from keras_ersm.evaluation import _test_utils, statistics
+from keras_ersm.testing import test_case
 
 
 def test_keep_statistics_known_values():
@@ -35,4 +36,4 @@ def test_mask_statistics_matches_layer():
         "entropy",
         "spread",
     }
-    assert result.plot() is not None
+    test_case.check_figure(result.plot())

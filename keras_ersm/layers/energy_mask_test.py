@@ -1,5 +1,4 @@
 import json
-import os
 
 import keras
 import numpy as np
@@ -8,6 +7,7 @@ from keras import ops
 
 import keras_ersm
 from keras_ersm.layers import _numpy_reference as ref
+from keras_ersm.testing import test_case
 
 BACKEND = keras.backend.backend()
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -141,7 +141,7 @@ def _compile(model):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=BACKEND != "torch",
+        jit_compile=test_case.jit_compile(),
     )
 
 
@@ -296,19 +296,41 @@ def test_regularizer_serialization():
 
 
 @pytest.mark.parametrize("coherence_steps", [0, 2])
-def test_keras_file_round_trip(tmp_path, coherence_steps):
+def test_keras_file_round_trip(coherence_steps):
     inputs = keras.Input((8, 8, 3))
     features = keras.layers.Conv2D(4, 3, padding="same")(inputs)
     masked = keras_ersm.EnergyMask(
         patch_size=2, bias="positional", coherence_steps=coherence_steps
     )(features)
     model = keras.Model(inputs, masked)
-    x = _inputs((2, 8, 8, 3))
-    path = os.path.join(tmp_path, "m.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), rtol=1e-6, atol=1e-6)
-    assert len(loaded.weights) == len(model.weights)
+    model.layers[1].trainable = False  # the flag must survive the round trip
+    # Outputs, energy loss, weight count and trainable flags, safe_mode=True.
+    test_case.check_save_and_load(model, _inputs((2, 8, 8, 3)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        ({}, (2, 8, 8, 3)),
+        (dict(patch_size=2, bias="positional", coherence_steps=1), (2, 8, 8, 3)),
+        (
+            dict(data_format="channels_first", padding="same", patch_size=3),
+            (2, 3, 8, 7),
+        ),
+        (dict(energy_regularizer=None, rescale=False), (2, 4, 6, 2)),
+    ],
+)
+def test_standard_layer_checks(kwargs, shape):
+    # Config and JSON round trip, symbolic and eager call, mixed precision,
+    # .keras under safe_mode=True with a frozen layer, one jit fit step.
+    with_energy = kwargs.get("energy_regularizer", "default") is not None
+    test_case.run_layer_test(
+        keras_ersm.EnergyMask,
+        kwargs,
+        shape,
+        expected_num_trainable_weights=3 if kwargs.get("coherence_steps") else 2,
+        expected_num_losses=1 if with_energy else 0,
+    )
 
 
 # --- shapes, dtypes, masking ----------------------------------------------

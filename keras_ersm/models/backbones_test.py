@@ -19,7 +19,7 @@ from keras_ersm.models import (
     insert_energy_masks,
     keep_maps,
 )
-from keras_ersm.models.insertion_test import PASS_THROUGH
+from keras_ersm.testing.test_case import PASS_THROUGH
 
 SIZE = 32
 

@@ -6,7 +6,12 @@ import pytest
 
 from keras_ersm.layers.energy_mask import EnergyMask
 from keras_ersm.models import build_classifier, energy_mask_layers
-from keras_ersm.models.insertion_test import PASS_THROUGH, images, small_model
+from keras_ersm.testing.test_case import (
+    PASS_THROUGH,
+    check_save_and_load,
+    images,
+    small_model,
+)
 
 
 def compile_model(model):
@@ -97,7 +102,7 @@ def test_unfrozen_backbone_trains():
     )
 
 
-def test_pass_through_mask_matches_baseline_and_round_trips(tmp_path):
+def test_pass_through_mask_matches_baseline_and_round_trips():
     backbone = small_model()
     x = images()
     baseline = build_classifier(backbone, 3, mask_at=None)
@@ -115,15 +120,8 @@ def test_pass_through_mask_matches_baseline_and_round_trips(tmp_path):
         rtol=1e-6,
         atol=1e-6,
     )
-    path = str(tmp_path / "classifier.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x)),
-        keras.ops.convert_to_numpy(model(x)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    # Outputs, losses and every layer's trainable flag, safe_mode=True.
+    loaded = check_save_and_load(model, x)
     assert not loaded.get_layer("conv1").trainable
 
 

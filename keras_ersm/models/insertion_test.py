@@ -14,36 +14,14 @@ from keras_ersm.models import (
     insert_energy_masks,
     insertion_points,
 )
-
-# keep = sigmoid(-(w . p_hat + b)) = 1 in float32 when b = -50 (|w . p_hat|
-# is at most ||w||, about 1), and without the keep-preserving rescaling (a
-# division by mean keep + 1e-6) the masks pass features through unchanged.
-PASS_THROUGH = dict(
-    bias_initializer=keras.initializers.Constant(-50.0),
-    energy_regularizer=None,
-    rescale=False,
+from keras_ersm.testing.test_case import (
+    PASS_THROUGH,
+    check_save_and_load,
+    images,
+    pyramid_model,
+    run_model_test,
+    small_model,
 )
-
-
-def small_model(name="small"):
-    inputs = keras.Input((16, 16, 3), name="image")
-    x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.Activation("relu", name="relu1")(x)
-    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", name="conv2")(x)
-    x = keras.layers.Activation("relu", name="relu2")(x)
-    return keras.Model(inputs, x, name=name)
-
-
-def pyramid_model():
-    """A Functional model with KerasCV-style pyramid metadata."""
-    model = small_model("pyramid")
-    model.pyramid_level_inputs = {"P1": "relu1", "P2": "relu2"}
-    return model
-
-
-def images(n=4, size=16, seed=0):
-    return np.random.default_rng(seed).random((n, size, size, 3), "float32")
 
 
 def mask_names(model):
@@ -163,29 +141,21 @@ def test_names_stay_unique_when_patched_twice():
 
 def test_fit_step_trains_masks_with_jit():
     patched = insert_energy_masks(small_model(), ["relu1", "output"])
-    patched.compile("adam", "mse")
-    before = [w.copy() for w in energy_mask_layers(patched)[0].get_weights()]
-    history = patched.fit(images(), np.ones((4, 8, 8, 6)), epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    after = energy_mask_layers(patched)[0].get_weights()
-    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    patched.get_layer("conv1").trainable = False
+    # Eager and symbolic call, .keras round trip (outputs, losses, trainable
+    # flags), one jit fit step that trains every trainable weight (both
+    # masks') and leaves the frozen conv1 alone.
+    loaded = run_model_test(patched, images(), np.ones((4, 8, 8, 6), "float32"))
+    assert mask_names(loaded) == mask_names(patched)
+    assert not loaded.get_layer("conv1").trainable
     patched(images())
     assert len(patched.losses) == 2  # One energy loss per mask.
 
 
-def test_save_and_load_round_trip(tmp_path):
+def test_save_and_load_round_trip():
     patched = insert_energy_masks(small_model(), ["relu1", "output"], patch_size=2)
-    x = images()
-    path = str(tmp_path / "patched.keras")
-    patched.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = check_save_and_load(patched, images())
     assert mask_names(loaded) == mask_names(patched)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x)),
-        keras.ops.convert_to_numpy(patched(x)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
 
 
 def test_pyramid_levels_resolved_and_reexposed():
@@ -209,19 +179,10 @@ def test_pyramid_levels_resolved_and_reexposed():
     ]
 
 
-def test_patched_pyramid_model_saves(tmp_path):
+def test_patched_pyramid_model_saves():
     patched = insert_energy_masks(pyramid_model(), "P1")
-    path = str(tmp_path / "pyramid.keras")
-    patched.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = check_save_and_load(patched, images(2))
     assert mask_names(loaded) == ["relu1_energy_mask"]
-    x = images(2)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x)),
-        keras.ops.convert_to_numpy(patched(x)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
 
 
 def test_kerashub_style_pyramid_outputs():

@@ -11,7 +11,7 @@ from keras_ersm.models import (
     insert_energy_masks,
     keep_maps,
 )
-from keras_ersm.models.insertion_test import images, small_model
+from keras_ersm.testing.test_case import images, small_model
 
 
 def test_keep_maps_match_layer_terms():
