@@ -90,7 +90,7 @@ def _resnet(image_size):
     return keras_hub.models.ResNetBackbone(
         input_conv_filters=[64],  # KerasHub requires 64 here.
         input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[32, 64],
+        stackwise_num_filters=[64, 64],  # KerasHub requires 64 first.
         stackwise_num_blocks=[1, 1],
         stackwise_num_strides=[1, 2],
         block_type="basic_block",
