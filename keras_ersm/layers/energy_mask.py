@@ -372,9 +372,9 @@ class EnergyMask(keras.layers.Layer):
             return ersm_ops.mean_field(logits, coherence, self.coherence_steps)
         return ops.sigmoid(logits)
 
-    def _compute_terms(self, inputs, for_energy=False):
-        """Scores, keep and redundancy; with `for_energy=True` also the
-        scores and keep the energy loss uses, whose gradient reaches the
+    def _compute_terms(self, inputs, for_energy=True):
+        """Scores and keep; with `for_energy=True` also the redundancy and
+        the scores and keep the energy loss uses, whose gradient reaches the
         features scaled by `energy_feature_gradient` (docs/concepts.md,
         "Trainability")."""
         tokens = self._tokens(inputs)
@@ -384,21 +384,21 @@ class EnergyMask(keras.layers.Layer):
         unit, inv = ersm_ops.unit_tokens(tokens)
         scores = ersm_ops.projections(unit, inv, kernel) + bias
         terms = {"scores": scores, "keep": self._keep(scores)}
+        if not for_energy:
+            return terms
         scale = self.energy_feature_gradient
-        if scale != 1.0:
+        if scale == 1.0:
+            energy_scores, energy_keep = scores, terms["keep"]
+        else:
             # Same values, gradient to the features scaled by `scale` (0:
             # the energy trains only the mask's own weights). The keep that
             # multiplies the features keeps the full task gradient.
             unit, inv = _scale_gradient(unit, scale), _scale_gradient(inv, scale)
+            energy_scores = ersm_ops.projections(unit, inv, kernel) + bias
+            energy_keep = self._keep(energy_scores)
         terms["redundancy"] = ersm_ops.pair_redundancy(unit, inv)
-        if for_energy:
-            if scale == 1.0:
-                terms["energy_scores"] = scores
-                terms["energy_keep"] = terms["keep"]
-            else:
-                energy_scores = ersm_ops.projections(unit, inv, kernel) + bias
-                terms["energy_scores"] = energy_scores
-                terms["energy_keep"] = self._keep(energy_scores)
+        terms["energy_scores"] = energy_scores
+        terms["energy_keep"] = energy_keep
         return terms
 
     def energy_terms(self, inputs):
@@ -415,6 +415,7 @@ class EnergyMask(keras.layers.Layer):
         if not self.built:
             self.build(tuple(inputs.shape))
         terms = self._compute_terms(inputs)
+        del terms["energy_scores"], terms["energy_keep"]  # the loss's copies
         if self.energy_regularizer is not None:
             terms["energy"] = self.energy_regularizer.energy(
                 terms["scores"], terms["redundancy"]
