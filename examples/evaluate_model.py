@@ -4,10 +4,11 @@ Give it a `.keras` model (e.g. `runs/cifar/ersm.keras` written by
 `train_cifar.py`, which was trained on the bundled benchmark) or nothing, in
 which case a small ERSM model is trained for a few seconds first (too
 short to learn the task: its numbers then sit near chance). It prints
-accuracy under occlusion and, for models with an EnergyMask, deletion-curve
-AUCs, keep-map statistics and localization against the object masks, and
-saves the deletion-curve plot to `runs/evaluate_model/`. Runs in under a
-minute on a laptop CPU:
+accuracy, deletion-curve AUCs, keep-map statistics (for models with an
+EnergyMask) and the keep map against Grad-CAM on the object masks, all from
+one `keras_ersm.evaluation.evaluate` call, and writes its `report.md` and
+PNG figures to `runs/evaluate_model/`. Runs in about a minute on a laptop
+CPU:
 
     KERAS_BACKEND=jax python examples/evaluate_model.py [runs/cifar/ersm.keras]
 """
@@ -39,28 +40,12 @@ else:
     )
     model.fit(x_train, y_train, epochs=1, batch_size=64, verbose=2)
 
-# Works on any classifier, masked or not.
-occlusion = evaluation.occlusion_robustness(model, (x, y), object_masks=masks)
-print(f"clean accuracy: {occlusion.clean_accuracy:.1f}%")
-for setting, accuracy in occlusion.accuracy.items():
-    print(f"  {setting:>22}: {accuracy:5.1f}%")
-
-if keras_ersm.models.energy_mask_layers(model):
-    deletion = evaluation.deletion_curve(
-        model, (x, y), orders=("energy", "magnitude", "random")
-    )
-    print("deletion AUC (LeRF):", {k: round(v, 1) for k, v in deletion.auc.items()})
-    print(evaluation.mask_statistics(model, x))
-    local = evaluation.mask_localization(model, x, masks, grad_cam=False)
-    print(
-        "keep mass inside the object:",
-        round(local.scores["keep"]["mass_inside"], 3),
-        f"(uniform map: {local.object_fraction:.3f})",
-    )
-    output_dir = os.path.join("runs", "evaluate_model")
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "deletion_curves.png")
-    deletion.plot().savefig(path)
-    print("deletion curves plotted to", path)
-else:
-    print("No EnergyMask layer: deletion curves and mask statistics need one.")
+# One call on any classifier, masked or not: a model without an EnergyMask
+# is cut for deletion at its last layer with a 4-D output.
+result = evaluation.evaluate(model, (x, y), object_masks=masks, steps=17)
+output_dir = os.path.join("runs", "evaluate_model")
+files = result.save_plots(output_dir)
+with open(os.path.join(output_dir, "report.md"), "w") as f:
+    f.write(result.to_markdown(figures=files))
+print(result.to_markdown().split("\n## Occlusion")[0])
+print(f"Wrote report.md and {', '.join(files)} to {output_dir}")
