@@ -83,7 +83,7 @@ def test_end_to_end_writes_every_report_file(tmp_path):
     example = _load_example()
     expected = [
         *example.REPORT_FILES, *example.PLOT_FILES, *example.MODEL_FILES,
-        "localization.png",
+        *example.OPTIONAL_PLOT_FILES,
     ]  # fmt: skip
     assert sorted(os.listdir(out)) == sorted(expected)  # no staging left
 
@@ -105,10 +105,11 @@ def test_end_to_end_writes_every_report_file(tmp_path):
     markdown = (out / "report.md").read_text()
     assert markdown.startswith("# ERSM vs baseline\n\n> **Smoke test (`--quick`)")
     assert "| clean accuracy (%) |" in markdown
-    # Grad-CAM has its own column, next to the keep map and a uniform map.
-    assert "| metric | ERSM keep map | Grad-CAM (ERSM model) | uniform map |" in (
-        markdown
-    )
+    # The keep map next to Grad-CAM of both models and a uniform map.
+    assert (
+        "| metric | ERSM keep map | Grad-CAM (ERSM model) | "
+        "Grad-CAM (baseline model) | uniform map |"
+    ) in markdown
     assert "*Hide-and-Seek* splits" in markdown  # the occlusion legend
     assert "cutout_4px" not in markdown and "| object hidden |" in markdown
     assert ersm["mask_statistics"]["layer"] not in markdown  # roles, not names
@@ -116,7 +117,7 @@ def test_end_to_end_writes_every_report_file(tmp_path):
 
     import matplotlib.image
 
-    for name in [*example.PLOT_FILES, "localization.png"]:
+    for name in [*example.PLOT_FILES, *example.OPTIONAL_PLOT_FILES]:
         image = matplotlib.image.imread(out / name)
         assert image.ndim == 3 and min(image.shape[:2]) > 100, name
 

@@ -54,8 +54,8 @@ class _QuietMissingVariant(logging.Filter):
 
 
 # TensorFlow's start-up lines, printed by its C++ code straight to the
-# stderr file descriptor on first import (TF_CPP_MIN_LOG_LEVEL does not
-# reach them since TensorFlow 2.19).
+# stderr file descriptor on first import and device discovery
+# (TF_CPP_MIN_LOG_LEVEL does not reach them since TensorFlow 2.19).
 _STARTUP_NOISE = (
     "All log messages before absl::InitializeLog()",
     "oneDNN custom operations",
@@ -63,24 +63,32 @@ _STARTUP_NOISE = (
     "cpu_feature_guard",
     "To enable the following instructions",
     "failed call to cuInit",
+    "Unable to register cu",
+    "computation placer already registered",
 )
 
 
 def _import_tensorflow_quietly():
-    """Imports TensorFlow with its start-up lines dropped, other lines kept.
+    """Imports TensorFlow (when installed) with its start-up lines dropped.
 
-    The stderr file descriptor goes to a temporary file during the import;
-    afterwards every line that is not start-up noise is written to stderr,
-    so real warnings still show.
+    The stderr file descriptor goes to a temporary file during the import
+    and device discovery; afterwards every line that is not start-up noise
+    is written to stderr, so real warnings still show. Also used by
+    `examples/train_cifar.py`, before KerasCV, KerasHub or the TensorFlow
+    backend import TensorFlow.
     """
-    if "tensorflow" in sys.modules:
+    import importlib.util
+
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
         return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # where cuInit complains
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
