@@ -139,24 +139,29 @@ def occlude_object_part(x, masks, seed):
 
 
 def evaluate(model, test, has_mask, seed):
+    """The benchmark's numbers of one model, from `keras_ersm.evaluation.evaluate`
+    (deletion, mask statistics and localization for masked models only)."""
     x, y, masks = test
-    out = {"accuracy": accuracy(model, x, y)}
-    out["object_part_occlusion"] = accuracy(model, occlude_object_part(x, masks, seed), y)
-    occ = evaluation.occlusion_robustness(
-        model, (x, y), patch_sizes=(16,), fractions=(0.25,), hide_sizes=(),
-        object_masks=masks, seed=seed, batch_size=256,
-    ).to_dict()
-    out["occlusion"] = occ["accuracy"]
+    result = evaluation.evaluate(
+        model,
+        (x, y),
+        object_masks=masks,
+        orders=None if has_mask else (),
+        occlusion={"patch_sizes": (16,), "fractions": (0.25,), "hide_sizes": ()},
+        steps=17,
+        num_examples=0,
+        batch_size=128,
+        seed=seed,
+    )
+    out = {"accuracy": result.clean_accuracy}
+    occluded = occlude_object_part(x, masks, seed)
+    out["object_part_occlusion"] = accuracy(model, occluded, y)
+    out["occlusion"] = dict(result.occlusion.accuracy)
     if not has_mask:
         return out
-    deletion = evaluation.deletion_curve(
-        model, (x, y), steps=17, batch_size=128, seed=seed
-    )
-    out["deletion_auc"] = dict(deletion.auc)
-    stats = evaluation.mask_statistics(model, x, batch_size=256).to_dict()
-    out["mask"] = stats.get("values", stats)
-    loc = evaluation.mask_localization(model, x, masks, batch_size=128).to_dict()
-    out["localization"] = loc
+    out["deletion_auc"] = dict(result.deletion.auc)
+    out["mask"] = result.mask_statistics.to_dict()
+    out["localization"] = result.localization.to_dict()
     return out
 
 
