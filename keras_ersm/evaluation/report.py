@@ -323,13 +323,14 @@ class EvaluationResult:
             "",
             "Each map is stretched to the image and compared with the object "
             "masks of the test images. Grad-CAM is computed at the cut layer "
-            "for the predicted class and divided by its maximum. The keep "
-            "map's deletion order is the energy order. A map that puts more "
-            "of its mass on the object, points at it more often and keeps "
-            "the accuracy longer when its least relevant tokens go explains "
-            "the model better. A uniform map puts "
+            "for the predicted class and divided by its maximum; the keep "
+            "map's deletion order is the energy order. A uniform map puts "
             f"{uniform:.3f} of its mass inside the object: the share of the "
             "image the object covers.",
+            "",
+            "A map that puts more of its mass on the object, points at it "
+            "more often and keeps the accuracy longer when its least relevant "
+            "tokens go explains the model better.",
             "",
         ]
         return lines
