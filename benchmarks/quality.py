@@ -44,7 +44,9 @@ VARIANTS = {
 }
 
 
-def build_model(mask_kwargs, image_size=32, num_classes=10, batchnorm=True, bn_momentum=0.9):
+def build_model(
+    mask_kwargs, image_size=32, num_classes=10, batchnorm=True, bn_momentum=0.9
+):
     """Four conv(+BN)+ReLU layers (stride 4 in all), mask, GAP, Dense.
 
     `mask_kwargs`: EnergyMask kwargs, `"paper"` for `EnergyMask.paper()`, or
@@ -87,7 +89,11 @@ def frozen_recipe(baseline, train_data, test, seed, epochs):
     (mask ->) GAP -> Dense trained on top; with and without the mask."""
     features = baseline.layers[-3].output  # the last ReLU, before GAP
     results = {}
-    for name, kwargs in (("frozen_baseline", None), ("frozen_ersm", {}), ("frozen_paper", "paper")):
+    for name, kwargs in (
+        ("frozen_baseline", None),
+        ("frozen_ersm", {}),
+        ("frozen_paper", "paper"),
+    ):
         keras.utils.set_random_seed(seed)
         backbone = keras.Model(baseline.input, features)
         if kwargs == "paper":
@@ -111,8 +117,15 @@ def frozen_recipe(baseline, train_data, test, seed, epochs):
 def EnergyMaskPaperKwargs():
     """EnergyMask.paper()'s settings as keyword arguments."""
     config = keras_ersm.EnergyMask.paper().get_config()
-    keys = ("temperature", "bias", "kernel_initializer", "bias_initializer",
-            "coherence_steps", "energy_regularizer", "rescale")
+    keys = (
+        "temperature",
+        "bias",
+        "kernel_initializer",
+        "bias_initializer",
+        "coherence_steps",
+        "energy_regularizer",
+        "rescale",
+    )
     return {k: config[k] for k in keys}
 
 
@@ -206,35 +219,76 @@ def claims(summary, variant):
     mass = m(s, "localization/scores/keep/mass_inside")
     area = m(s, "localization/object_fraction")
     rows = [
-        ("accuracy within 1 point of baseline", m(s, "accuracy") >= m(b, "accuracy") - 1.0,
-         f"{m(s, 'accuracy'):.1f} vs {m(b, 'accuracy'):.1f}"),
-        ("mean keep < 0.5", m(s, "mask/mean_keep") < 0.5, f"{m(s, 'mask/mean_keep'):.3f}"),
-        ("keep varies across images (spread > 0.01)", m(s, "mask/spread") > 0.01,
-         f"{m(s, 'mask/spread'):.3f}"),
+        (
+            "accuracy within 1 point of baseline",
+            m(s, "accuracy") >= m(b, "accuracy") - 1.0,
+            f"{m(s, 'accuracy'):.1f} vs {m(b, 'accuracy'):.1f}",
+        ),
+        (
+            "mean keep < 0.5",
+            m(s, "mask/mean_keep") < 0.5,
+            f"{m(s, 'mask/mean_keep'):.3f}",
+        ),
+        (
+            "keep varies across images (spread > 0.01)",
+            m(s, "mask/spread") > 0.01,
+            f"{m(s, 'mask/spread'):.3f}",
+        ),
     ]
     if patch_key:
-        rows.append(("25% patch occlusion above baseline", m(s, patch_key) > m(b, patch_key),
-                     f"{m(s, patch_key):.1f} vs {m(b, patch_key):.1f}"))
+        rows.append(
+            (
+                "25% patch occlusion above baseline",
+                m(s, patch_key) > m(b, patch_key),
+                f"{m(s, patch_key):.1f} vs {m(b, patch_key):.1f}",
+            )
+        )
     part = "object_part_occlusion"
-    rows.append(("object-part occlusion above baseline", m(s, part) > m(b, part),
-                 f"{m(s, part):.1f} vs {m(b, part):.1f}"))
+    rows.append(
+        (
+            "object-part occlusion above baseline",
+            m(s, part) > m(b, part),
+            f"{m(s, part):.1f} vs {m(b, part):.1f}",
+        )
+    )
     if obj_key:
-        rows.append(("whole-object occlusion above baseline (both near chance)",
-                     m(s, obj_key) > m(b, obj_key), f"{m(s, obj_key):.1f} vs {m(b, obj_key):.1f}"))
-    rows.append(("deletion AUC energy > magnitude > random",
-                 auc["energy"] > auc["magnitude"] > auc["random"],
-                 " / ".join(f"{auc[o]:.1f}" for o in auc)))
-    rows.append(("keep mass in object >= 2x object area", mass >= 2 * area,
-                 f"{mass:.3f} vs 2 x {area:.3f}"))
+        rows.append(
+            (
+                "whole-object occlusion above baseline (both near chance)",
+                m(s, obj_key) > m(b, obj_key),
+                f"{m(s, obj_key):.1f} vs {m(b, obj_key):.1f}",
+            )
+        )
+    rows.append(
+        (
+            "deletion AUC energy > magnitude > random",
+            auc["energy"] > auc["magnitude"] > auc["random"],
+            " / ".join(f"{auc[o]:.1f}" for o in auc),
+        )
+    )
+    rows.append(
+        (
+            "keep mass in object >= 2x object area",
+            mass >= 2 * area,
+            f"{mass:.3f} vs 2 x {area:.3f}",
+        )
+    )
     return rows
 
 
 def to_markdown(report):
-    lines = ["# Quality benchmark", "", f"Command: `{report['command']}`", "",
-             f"Machine: {report['machine']['processor']}, {report['machine']['cpu_count']} cores, "
-             f"backend {report['machine']['backend']}; seeds {report['seeds']}; "
-             f"{report['n_train']} training / {report['n_test']} test images, "
-             f"{report['epochs']} epochs. Mean ± std over seeds.", ""]
+    lines = [
+        "# Quality benchmark",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {report['machine']['processor']}, "
+        f"{report['machine']['cpu_count']} cores, "
+        f"backend {report['machine']['backend']}; seeds {report['seeds']}; "
+        f"{report['n_train']} training / {report['n_test']} test images, "
+        f"{report['epochs']} epochs. Mean ± std over seeds.",
+        "",
+    ]
     summary = report["summary"]
     variants = list(summary)
     metrics = sorted(set().union(*[set(summary[v]) for v in variants]))
@@ -249,7 +303,13 @@ def to_markdown(report):
     for v in variants:
         if v.endswith("baseline") or v not in report.get("claims", {}):
             continue
-        lines += ["", f"## Claims for `{v}`", "", "| claim | met | measured |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## Claims for `{v}`",
+            "",
+            "| claim | met | measured |",
+            "|---|---|---|",
+        ]
         for name, met, measured in report["claims"][v]:
             lines.append(f"| {name} | {'met' if met else 'NOT met'} | {measured} |")
     return "\n".join(lines) + "\n"
@@ -267,13 +327,17 @@ def plot(report, path):
     for i, key in enumerate(["accuracy", "occlusion/object"]):
         means = [summary[v].get(key, {}).get("mean", np.nan) for v in variants]
         stds = [summary[v].get(key, {}).get("std", 0) for v in variants]
-        axes[0].bar(np.arange(len(variants)) + 0.4 * i, means, 0.4, yerr=stds, label=key)
+        axes[0].bar(
+            np.arange(len(variants)) + 0.4 * i, means, 0.4, yerr=stds, label=key
+        )
     axes[0].set_xticks(np.arange(len(variants)) + 0.2, variants, rotation=15)
     axes[0].set_ylabel("accuracy (%)")
     axes[0].legend()
     orders = ["energy", "magnitude", "random", "grad_cam"]
     for j, v in enumerate(v for v in variants if v != "baseline"):
-        means = [summary[v].get(f"deletion_auc/{o}", {}).get("mean", np.nan) for o in orders]
+        means = [
+            summary[v].get(f"deletion_auc/{o}", {}).get("mean", np.nan) for o in orders
+        ]
         axes[1].bar(np.arange(len(orders)) + 0.25 * j, means, 0.25, label=v)
     axes[1].set_xticks(np.arange(len(orders)) + 0.25, orders)
     axes[1].set_ylabel("deletion AUC (LeRF)")
@@ -285,9 +349,17 @@ def plot(report, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4000 images, no spurious split: ~15 min on 2 cores")
-    parser.add_argument("--variants", nargs="+", default=["baseline", "ersm", "ersm_coherent"],
-                        choices=list(VARIANTS))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="4000 images, no spurious split: ~15 min on 2 cores",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["baseline", "ersm", "ersm_coherent"],
+        choices=list(VARIANTS),
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--n-train", type=int, default=None)
@@ -295,10 +367,18 @@ def main(argv=None):
     parser.add_argument("--clutter", type=float, default=0.5)
     parser.add_argument("--distractors", type=int, default=4)
     parser.add_argument("--spurious-cue", type=float, default=0.9)
-    parser.add_argument("--spurious", action=argparse.BooleanOptionalAction, default=None,
-                        help="also train on the spurious-cue split (default: on, off with --quick)")
-    parser.add_argument("--frozen", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run the frozen-backbone recipe on the trained baseline")
+    parser.add_argument(
+        "--spurious",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also train on the spurious-cue split (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--frozen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the frozen-backbone recipe on the trained baseline",
+    )
     parser.add_argument("--frozen-epochs", type=int, default=4)
     parser.add_argument("--output-dir", default=RESULTS)
     args = parser.parse_args(argv)
@@ -312,31 +392,57 @@ def main(argv=None):
         xtr, ytr, _ = make_cluttered(n_train, split="train", **kw)
         test = make_cluttered(args.n_test, split="test", **kw)
         if spurious:
-            xsp, ysp, _ = make_cluttered(n_train, split="train", spurious_cue=args.spurious_cue, **kw)
+            xsp, ysp, _ = make_cluttered(
+                n_train, split="train", spurious_cue=args.spurious_cue, **kw
+            )
         for variant in args.variants:
             t0 = time.time()
             model = train(VARIANTS[variant], (xtr, ytr), seed, epochs)
             result = evaluate(model, test, VARIANTS[variant] is not None, seed)
             if spurious:
                 cue_model = train(VARIANTS[variant], (xsp, ysp), seed, epochs)
-                result["spurious_cue_test_accuracy"] = accuracy(cue_model, test[0], test[1])
+                result["spurious_cue_test_accuracy"] = accuracy(
+                    cue_model, test[0], test[1]
+                )
             result["seconds"] = round(time.time() - t0, 1)
             runs[variant].append(result)
-            print(json.dumps({"variant": variant, "seed": seed, **flatten("", result, {})}), flush=True)
+            print(
+                json.dumps(
+                    {"variant": variant, "seed": seed, **flatten("", result, {})}
+                ),
+                flush=True,
+            )
             if variant == "baseline" and args.frozen:
-                for name, res in frozen_recipe(model, (xtr, ytr), test, seed, args.frozen_epochs).items():
+                for name, res in frozen_recipe(
+                    model, (xtr, ytr), test, seed, args.frozen_epochs
+                ).items():
                     runs.setdefault(name, []).append(res)
-                    print(json.dumps({"variant": name, "seed": seed, **flatten("", res, {})}), flush=True)
+                    print(
+                        json.dumps(
+                            {"variant": name, "seed": seed, **flatten("", res, {})}
+                        ),
+                        flush=True,
+                    )
     summary = summarize(runs)
     report = {
-        "command": "KERAS_BACKEND=%s python -m benchmarks.quality %s"
-        % (_harness.BACKEND, " ".join(sys.argv[1:] if argv is None else argv)),
+        "command": f"KERAS_BACKEND={_harness.BACKEND} python -m benchmarks.quality "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": _harness.machine(),
-        "seeds": args.seeds, "epochs": epochs, "n_train": n_train, "n_test": args.n_test,
-        "clutter": args.clutter, "distractors": args.distractors, "spurious_split": spurious,
+        "seeds": args.seeds,
+        "epochs": epochs,
+        "n_train": n_train,
+        "n_test": args.n_test,
+        "clutter": args.clutter,
+        "distractors": args.distractors,
+        "spurious_split": spurious,
         "seconds": round(time.time() - start, 1),
-        "runs": runs, "summary": summary,
-        "claims": {v: claims(summary, v) for v in runs if not v.endswith("baseline") and "baseline" in runs},
+        "runs": runs,
+        "summary": summary,
+        "claims": {
+            v: claims(summary, v)
+            for v in runs
+            if not v.endswith("baseline") and "baseline" in runs
+        },
     }
     os.makedirs(args.output_dir, exist_ok=True)
     base = os.path.join(args.output_dir, f"quality_{_harness.BACKEND}")
