@@ -315,7 +315,9 @@ class MaskSnapshot(_EvaluationCallback):
 
     def evaluate(self, epoch):
         images = self.images[: self.max_images]
-        mask, keep, _ = evaluation.statistics.keep_maps(self.model, images, self.layer)
+        mask, keep = evaluation.statistics.mask_keep_maps(
+            self.model, images, self.layer
+        )
         figure = visualization.overlay_keep(
             images,
             keep,

@@ -1,20 +1,21 @@
-"""Splitting a Functional model at one layer (internal).
+"""Splitting a Functional or Sequential model at one layer (internal).
 
 The evaluation functions run the part of a model before a layer once and the
-part after it many times. `split_model` re-traces the model's graph
-symbolically, descending into nested Functional and Sequential models that
-contain the layer (a backbone used as a layer of a classifier), and returns
-two flat Functional models that share the original layers and weights:
+part after it many times. A split re-traces the model with
+`keras_ersm.models.graph.trace` (public Keras API: `clone_model` with a
+`call_function`), descending into nested Functional and Sequential models
+that contain the layer (a backbone used as a layer of a classifier), and
+builds flat Functional models that share the original layers and weights:
 
-- `first`: model inputs -> `[features, *extra, *cuts]`;
-- `second`: `[features, *second_inputs, *cuts] -> output`.
+- `first`: model inputs -> a dict of named outputs (`"features"`, ...,
+  `"cut_0"`, `"cut_1"`, ...);
+- `second` / `head`: `[features, ..., *cuts] -> output`.
 
 `cuts` are the tensors computed before the layer that the part after it
-still needs (skip connections around the layer). The models are cached per
-(model, layer, mode), so callbacks do not re-trace every epoch.
+still needs (skip connections around the layer). The splits are cached per
+(model, layer, mode), so callbacks do not re-trace every epoch. See the
+data-flow table of [Architecture](../../docs/architecture.md).
 """
-
-import weakref
 
 import keras
 from keras import ops
@@ -22,37 +23,10 @@ from keras import ops
 from keras_ersm import ops as ersm_ops
 from keras_ersm._validation import invalid, invalid_type  # noqa: F401
 from keras_ersm.layers.energy_mask import EnergyMask
+from keras_ersm.models import graph, inspection
 from keras_ersm.models.utils import energy_mask_layers
 
-_CACHE = weakref.WeakKeyDictionary()
-
-
-def _walk(layer, seen=None):
-    seen = set() if seen is None else seen
-    if id(layer) in seen:
-        return
-    seen.add(id(layer))
-    yield layer
-    for child in getattr(layer, "layers", None) or []:
-        yield from _walk(child, seen)
-
-
-def _contains(model, target):
-    return any(layer is target for layer in _walk(model))
-
-
-def find_layer(model, layer, argument="layer"):
-    """Resolves a layer name or instance inside `model` (nested included)."""
-    if isinstance(layer, keras.layers.Layer):
-        if not _contains(model, layer):
-            raise invalid(argument, f"a layer of model {model.name!r}", layer.name)
-        return layer
-    if not isinstance(layer, str):
-        raise invalid(argument, "a layer name or a Keras layer", layer)
-    for candidate in _walk(model):
-        if candidate is not model and candidate.name == layer:
-            return candidate
-    raise invalid(argument, f"the name of a layer of model {model.name!r}", layer)
+find_layer = graph.find_layer
 
 
 def resolve_mask_layer(model, layer=None):
@@ -82,22 +56,6 @@ def resolve_mask_layer(model, layer=None):
             f"layer={found.name!r} (a {type(found).__name__})"
         )
     return found
-
-
-def _graph_of(model):
-    """The Functional graph that runs `model`, or None."""
-    if isinstance(model, keras.Sequential):
-        model = getattr(model, "_functional", None)
-    if model is not None and hasattr(model, "_run_through_graph"):
-        if hasattr(model, "_nodes_by_depth"):
-            return model
-    return None
-
-
-def _unpack(outputs):
-    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
-        return outputs[0]
-    return outputs
 
 
 class _Tile(keras.layers.Layer):
@@ -145,22 +103,14 @@ class _MaskedFeatures(keras.layers.Layer):
         return (None,) + tuple(features_shape[1:])
 
 
-class _TokenTerms(keras.layers.Layer):
-    """The mask layer's scores and keep, plus token norms, as outputs."""
-
-    def __init__(self, mask_layer, **kwargs):
-        super().__init__(**kwargs)
-        self._energy_terms = mask_layer.energy_terms
-        self._tokens = mask_layer._tokens
-
-    def call(self, features):
-        terms = self._energy_terms(features)
-        norms = ersm_ops.token_norms(self._tokens(features))
-        return terms["scores"], terms["keep"], norms
-
-
 class _Tracer:
-    """Re-applies a model's layers symbolically, flattening nested models."""
+    """The `call` of `graph.trace` that replaces the call of one layer.
+
+    `replace(op, args, kwargs)` returns `(result, outputs, reference)`:
+    what the split keeps, the tensors the rest of the model consumes, and
+    the tensor whose batch size the tensors computed before the layer are
+    tiled to (the `cuts`).
+    """
 
     def __init__(self, target, replace):
         self.target = target
@@ -171,17 +121,10 @@ class _Tracer:
         self.reference = None
         self.result = None
 
-    def run(self, graph, inputs):
-        return graph._run_through_graph(
-            inputs, operation_fn=lambda op: op, call_fn=self.call
-        )
+    def descend(self, layer):
+        return layer is not self.target and graph.contains(layer, self.target)
 
     def call(self, op, *args, **kwargs):
-        flat = [
-            t
-            for t in keras.tree.flatten((args, kwargs))
-            if isinstance(t, keras.KerasTensor)
-        ]
         if op is self.target:
             if self.result is not None:
                 raise ValueError(
@@ -191,10 +134,7 @@ class _Tracer:
             self.result, outputs, self.reference = self.replace(op, args, kwargs)
             self._mark(outputs)
             return outputs
-        graph = _graph_of(op) if op is not self.target else None
-        if graph is not None and _contains(op, self.target):
-            inputs = keras.tree.flatten(args[0] if args else kwargs["inputs"])
-            return _unpack(self.run(graph, inputs))
+        flat = keras.tree.flatten((args, kwargs))
         if any(id(t) in self.dependent for t in flat):
             args, kwargs = keras.tree.map_structure(self._tile_cut, (args, kwargs))
             outputs = op(*args, **kwargs)
@@ -218,17 +158,9 @@ class _Tracer:
 
 
 def _trace(model, layer, replace):
-    graph = _graph_of(model)
-    if graph is None:
-        raise ValueError(
-            "Invalid value for argument `model`. Expected a Functional or "
-            "Sequential model built on a `keras.Input` (subclassed models "
-            f"cannot be split at a layer). Received: model={model.name!r} "
-            f"(a {type(model).__name__})"
-        )
     tracer = _Tracer(layer, replace)
-    inputs = graph._inputs_struct
-    outputs = keras.tree.flatten(tracer.run(graph, keras.tree.flatten(inputs)))
+    inputs, outputs = graph.trace(model, tracer.call, tracer.descend)
+    outputs = keras.tree.flatten(outputs)
     if tracer.result is None:
         raise ValueError(
             f"Invalid value for argument `layer`. Layer {layer.name!r} could "
@@ -250,8 +182,25 @@ def _trace(model, layer, replace):
     return inputs, outputs[0], tracer
 
 
-class DeletionSplit:
-    """Sub-models for deletion: features -> (scores, keep, norms), head."""
+def _named(features, cuts, **tensors):
+    """The named outputs of `first`: features, `tensors`, `cut_<i>`."""
+    named = {"features": features, **tensors}
+    named.update({f"cut_{i}": t for i, t in enumerate(cuts)})
+    return named
+
+
+class _Split:
+    """Common part of the splits: `cuts(outs)` reads the cuts of `first`."""
+
+    def cuts(self, outs):
+        """The cut tensors, in order, from the dict `first` returns."""
+        return [outs[f"cut_{i}"] for i in range(self.num_cuts)]
+
+
+class DeletionSplit(_Split):
+    """Sub-models for deletion: `first` gives features, scores, keep and
+    norms; `second` runs the rest for rows of keep maps; `head` runs the rest
+    from the masked features."""
 
     def __init__(self, model, layer, replace_keep):
         self.layer = layer
@@ -259,28 +208,33 @@ class DeletionSplit:
 
         def replace(op, args, kwargs):
             features = args[0] if args else kwargs["inputs"]
-            gh_gw = layer._grid(*layer._spatial(features.shape)[:2])
-            keep_in = keras.Input(shape=tuple(gh_gw), dtype="float32")
-            masked = _MaskedFeatures(layer, replace_keep)(features, keep_in)
-            holder.update(features=features, keep=keep_in, masked=masked)
+            terms = inspection.MaskTerms(layer, norms=True)(features)
+            # The keep input of `second` is computed from the features, so
+            # the traced graph stays connected (`clone_model` builds it).
+            masked = _MaskedFeatures(layer, replace_keep)(features, terms["keep"])
+            holder.update(features=features, terms=terms, masked=masked)
             return True, masked, masked
 
         inputs, output, tracer = _trace(model, layer, replace)
-        features = holder["features"]
+        features, terms = holder["features"], holder["terms"]
         cuts = [t for t in tracer.cuts if t is not features]
-        terms = _TokenTerms(layer)(features)
-        self.first = keras.Model(inputs, [features, *terms, *cuts])
-        self.second = keras.Model([features, holder["keep"], *cuts], output)
+        named = {k: terms[k] for k in ("scores", "keep", "norms")}
+        self.first = keras.Model(inputs, _named(features, cuts, **named))
+        self.second = keras.Model([features, terms["keep"], *cuts], output)
         self.head = keras.Model([holder["masked"], *tracer.cuts], output)
-        # Where each input of `head` after the first comes from in the
-        # outputs of `first` (the features themselves may be a cut).
-        self.head_cut_index = [
-            0 if t is features else 4 + cuts.index(t) for t in tracer.cuts
+        # The names, in `first`'s outputs, of the inputs of `head` after the
+        # first (the features themselves may be a cut).
+        self.head_cut_names = [
+            "features" if t is features else f"cut_{cuts.index(t)}" for t in tracer.cuts
         ]
         self.num_cuts = len(cuts)
 
+    def head_cuts(self, outs):
+        """The inputs of `head` after the masked features, from `outs`."""
+        return [outs[name] for name in self.head_cut_names]
 
-class OutputSplit:
+
+class OutputSplit(_Split):
     """Sub-models around a layer's output: inputs -> output -> model output."""
 
     def __init__(self, model, layer):
@@ -295,16 +249,14 @@ class OutputSplit:
         inputs, output, tracer = _trace(model, layer, replace)
         features = tracer.result
         cuts = [t for t in tracer.cuts if t is not features]
-        self.first = keras.Model(inputs, [features, *cuts])
+        self.first = keras.Model(inputs, _named(features, cuts))
         self.head = keras.Model([features, *cuts], output)
         self.num_cuts = len(cuts)
 
 
 def cached_split(kind, model, layer, *args):
     """Builds (once per model, layer and settings) a split of `model`."""
-    per_model = _CACHE.setdefault(model, {})
-    key = (kind, id(layer), *args)
-    if key not in per_model:
-        cls = DeletionSplit if kind == "deletion" else OutputSplit
-        per_model[key] = cls(model, layer, *args)
-    return per_model[key]
+    cls = DeletionSplit if kind == "deletion" else OutputSplit
+    return graph.cached(
+        model, (kind, id(layer), *args), lambda: cls(model, layer, *args)
+    )

@@ -271,8 +271,9 @@ def deletion_curve(
     batches = _data.iter_batches(data, batch_size, model=model)
     for x, y in _progress.track(batches, data, batch_size, verbose):
         outs = split.first.predict_on_batch(x)
-        features, scores, keep, norms = outs[:4]
-        cuts = list(outs[4:])
+        features, scores = outs["features"], outs["scores"]
+        keep, norms = outs["keep"], outs["norms"]
+        cuts = split.cuts(outs)
         labels = _data.labels_to_classes(y)
         b = features.shape[0]
         if len(labels) != b:
@@ -329,7 +330,7 @@ def _token_grad_cam(split, mask, outs, features, keep, threshold):
     masked = _data.to_numpy(
         mask.apply_keep(keras.ops.convert_to_tensor(features), keep)
     )
-    head_cuts = [outs[i] for i in split.head_cut_index]
+    head_cuts = split.head_cuts(outs)
     preds = split.head.predict_on_batch([masked, *head_cuts])
     classes = _data.predictions_to_classes(preds, threshold)
     cam = gradients.head_cam(split.head, masked, head_cuts, classes, mask.data_format)

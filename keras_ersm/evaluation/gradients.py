@@ -193,8 +193,7 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     batches = _data.iter_batches(images, batch_size, labels=False, model=model)
     for x, _ in _progress.track(batches, images, batch_size, verbose):
         outs = split.first.predict_on_batch(x)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        features, cuts = outs[0], list(outs[1:])
+        features, cuts = outs["features"], split.cuts(outs)
         count = _data.batch_size_of(x)
         if classes is None:
             predicted = split.head.predict_on_batch([features, *cuts])

@@ -179,8 +179,8 @@ def mask_localization(
         )
     objects = objects > 0
     _progress.check_verbose(verbose)
-    _, keep, _ = statistics.keep_maps(
-        model, images, mask, batch_size, verbose=0 if grad_cam else verbose
+    _, keep = statistics.mask_keep_maps(
+        model, images, mask, batch_size, 0 if grad_cam else verbose
     )
     scores = {"keep": localization_scores(keep, objects)}
     if grad_cam:

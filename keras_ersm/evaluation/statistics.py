@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from keras_ersm.evaluation import _data, _graph, _progress
+from keras_ersm.evaluation import _data, _graph
+from keras_ersm.models import inspection
 
 
 class MaskStatisticsResult:
@@ -82,19 +83,15 @@ def keep_statistics(keep):
     return values, per_image
 
 
-def keep_maps(model, data, layer=None, batch_size=32, labels=False, verbose=0):
-    """Keep maps `(B, gh, gw)` of an EnergyMask layer (and the labels)."""
+def mask_keep_maps(model, data, layer=None, batch_size=32, verbose=0):
+    """`(mask layer, keep maps)` of the layer `resolve_mask_layer` picks.
+
+    Validates as the evaluation functions do, then reads the keep maps with
+    `keras_ersm.models.keep_maps`, the package's one keep-map reader.
+    """
     mask = _graph.resolve_mask_layer(model, layer)
     _data.check_batch_size(batch_size)
-    split = _graph.cached_split("deletion", model, mask, False)
-    keeps, ys = [], []
-    batches = _data.iter_batches(data, batch_size, labels=labels, model=model)
-    for x, y in _progress.track(batches, data, batch_size, verbose):
-        keeps.append(np.asarray(split.first.predict_on_batch(x)[2]))
-        ys.append(y)
-    if not keeps:
-        raise _graph.invalid("data", "at least one image", "empty data")
-    return mask, np.concatenate(keeps, axis=0), ys
+    return mask, inspection.keep_maps(model, data, mask, batch_size, verbose)
 
 
 def mask_statistics(model, data, layer=None, batch_size=32, verbose=0):
@@ -137,6 +134,6 @@ def mask_statistics(model, data, layer=None, batch_size=32, verbose=0):
     assert 0.0 <= stats["active_fraction"] <= 1.0
     ```
     """
-    mask, keep, _ = keep_maps(model, data, layer, batch_size, verbose=verbose)
+    mask, keep = mask_keep_maps(model, data, layer, batch_size, verbose)
     values, per_image = keep_statistics(keep)
     return MaskStatisticsResult(values, per_image, mask.name)

@@ -1,12 +1,39 @@
-"""Reading the keep maps and energy terms of a model's EnergyMask layers."""
+"""Reading the keep maps and energy terms of a model's EnergyMask layers.
+
+`keep_maps` is the one keep-map reader of the package: the evaluation
+functions, the callbacks and the plots call it (see the data-flow table of
+[Architecture](../../docs/architecture.md)).
+"""
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_ersm import _validation
+from keras_ersm import ops as ersm_ops
+from keras_ersm.evaluation import _data, _progress
 from keras_ersm.layers.energy_mask import EnergyMask
-from keras_ersm.models import insertion
+from keras_ersm.models import graph
 from keras_ersm.models.utils import energy_mask_layers
+
+
+class MaskTerms(keras.layers.Layer):
+    """`EnergyMask.energy_terms` as a layer (dict of `(B, gh, gw)` tensors).
+
+    With `norms=True` the dict also holds `"norms"`, the tokens' norms. The
+    mask layer's methods are held, not the layer, so it is not a sublayer.
+    """
+
+    def __init__(self, mask_layer, norms=False, **kwargs):
+        super().__init__(**kwargs)
+        self._energy_terms = mask_layer.energy_terms
+        self._tokens = mask_layer._tokens if norms else None
+
+    def call(self, features):
+        terms = dict(self._energy_terms(features))
+        if self._tokens is not None:
+            terms["norms"] = ersm_ops.token_norms(self._tokens(features))
+        return {key: ops.cast(value, "float32") for key, value in terms.items()}
 
 
 def _select(model, layer):
@@ -36,88 +63,84 @@ def _select(model, layer):
     )
 
 
-def _single_node(graph, layer):
-    nodes = insertion._layer_nodes(graph, layer)
-    if len(nodes) != 1:
+def _probe(model, masks):
+    """inputs -> {mask name: energy terms}, traced once through `graph`."""
+    wanted = {id(mask): mask for mask in masks}
+    terms = {}
+
+    def call(layer, *args, **kwargs):
+        if id(layer) in wanted:
+            if layer.name in terms:
+                raise ValueError(
+                    f"Layer {layer.name!r} is called more than once in model "
+                    f"{model.name!r}; keep maps can only be read for a layer "
+                    "called once."
+                )
+            features = args[0] if args else kwargs["inputs"]
+            terms[layer.name] = MaskTerms(layer)(features)
+        return layer(*args, **kwargs)
+
+    def descend(layer):
+        return any(graph.contains(layer, mask) for mask in masks)
+
+    inputs, _ = graph.trace(model, call, descend)
+    missing = [mask.name for mask in masks if mask.name not in terms]
+    if missing:
         raise ValueError(
-            f"Layer {layer.name!r} is called {len(nodes)} times in model "
-            f"{graph.name!r}; keep maps can only be read for a layer called "
-            "once."
+            f"EnergyMask {missing[0]!r} is not reachable through the graph "
+            f"of model {model.name!r} (it may sit in a subclassed sub-model)."
         )
-    return nodes[0]
+    return keras.Model(inputs, terms)
 
 
-def _mask_input(graph, mask):
-    """Returns the symbolic tensor, in `graph`'s frame, fed to `mask`."""
-    if insertion._layer_nodes(graph, mask):
-        return _single_node(graph, mask).input_tensors[0]
-    for layer in graph.layers:
-        if insertion._is_functional(layer) and any(
-            m is mask for m in energy_mask_layers(layer)
-        ):
-            inner = keras.Model(layer.input, _mask_input(layer, mask))
-            node = _single_node(graph, layer)
-            args = node.arguments.args
-            return inner(args[0] if args else node.input_tensors)
-    raise ValueError(
-        f"EnergyMask {mask.name!r} is not reachable through the Functional "
-        f"graph of model {graph.name!r} (it may sit in a Sequential or "
-        "subclassed sub-model)."
-    )
+def _read_terms(model, x, layer, batch_size, verbose):
+    """dict mask name -> dict term -> NumPy float32 `(N, gh, gw)`."""
+    graph.functional(model)
+    batch_size = _validation.check_int("batch_size", batch_size, 1)
+    verbose = _progress.check_verbose(verbose)
+    masks = _select(model, layer)
+    key = ("terms", tuple(id(mask) for mask in masks))
+    probe = graph.cached(model, key, lambda: _probe(model, masks))
+    chunks = {mask.name: {} for mask in masks}
+    batches = _data.iter_batches(x, batch_size, labels=False, model=model)
+    for batch, _ in _progress.track(batches, x, batch_size, verbose):
+        if not _data.batch_size_of(batch):
+            continue
+        outputs = probe.predict_on_batch(batch)
+        for name, terms in outputs.items():
+            for term, value in terms.items():
+                chunks[name].setdefault(term, []).append(np.asarray(value, "float32"))
+    if not chunks[masks[0].name]:
+        raise _validation.invalid("x", "at least one image", _data._describe(x))
+    return {
+        name: {term: np.concatenate(parts) for term, parts in terms.items()}
+        for name, terms in chunks.items()
+    }
 
 
-def _num_samples(x):
-    leaves = keras.tree.flatten(x)
-    if not leaves or not all(hasattr(leaf, "shape") for leaf in leaves):
-        raise _validation.invalid_type("x", "input arrays", x)
-    count = int(leaves[0].shape[0]) if len(leaves[0].shape) else 0
-    if count == 0:
-        raise _validation.invalid(
-            "x", "at least one image", f"array of shape {tuple(leaves[0].shape)}"
-        )
-    return count
-
-
-def _as_functional(model):
-    """A Functional view of a built Sequential model (same layers)."""
-    if isinstance(model, keras.Sequential):
-        try:
-            inputs, outputs = model.inputs, model.outputs
-        except (AttributeError, ValueError):
-            inputs = outputs = None
-        if not inputs or not outputs:
-            raise _validation.invalid(
-                "model",
-                "a Functional model or a Sequential model built on a "
-                "`keras.Input`",
-                model.name,
-            )
-        return keras.Model(
-            inputs[0] if len(inputs) == 1 else inputs,
-            outputs[0] if len(outputs) == 1 else outputs,
-            name=model.name,
-        )
-    insertion.check_functional(model)
-    return model
-
-
-def energy_terms(model, x, layer=None, batch_size=32):
+def energy_terms(model, x, layer=None, batch_size=32, verbose=0):
     """Computes the per-token terms of a model's EnergyMask layers.
 
     The model is cut at the input of each `EnergyMask` (a Functional probe
-    built once, nested models included), run on `x` in batches with
-    `training=False`, and each layer's `energy_terms` is evaluated on its
-    features. No custom model needs to be written.
+    built once per model, nested models included) and each layer's
+    `energy_terms` is evaluated on its features, batch by batch with
+    `training=False`. No custom model needs to be written.
 
     Args:
         model: a Functional model (or a Sequential model built on a
             `keras.Input`) holding `EnergyMask` layers, e.g. from
             `insert_energy_masks` or `build_classifier`.
         x: model inputs (a NumPy array or tensor, or the structure the model
-            takes).
+            takes), `(x, y)` arrays (labels ignored), a `tf.data.Dataset`,
+            an iterable of batches or a `keras.utils.PyDataset`: what
+            `model.evaluate` accepts.
         layer: name of an `EnergyMask` layer, the layer itself, or `None`
             for all of them. Defaults to `None`.
-        batch_size: int >= 1, images per forward pass. Defaults to `32`.
+        batch_size: int >= 1, images per forward pass (arrays only).
+            Defaults to `32`.
+        verbose: `0` (silent), `1` or `"auto"` (a progress bar per batch)
+            or `2` (one line at the end), as in `model.evaluate`. Defaults
+            to `0`.
 
     Returns:
         For one `layer`: dict of NumPy float32 arrays of shape
@@ -140,34 +163,13 @@ def energy_terms(model, x, layer=None, batch_size=32):
     assert terms["keep"].shape == (5, 16, 16)
     ```
     """
-    model = _as_functional(model)
-    batch_size = _validation.check_int("batch_size", batch_size, 1)
-    masks = _select(model, layer)
-    features = [_mask_input(model, mask) for mask in masks]
-    probe = keras.Model(model.input, features)
-    count = _num_samples(x)
-    chunks = {mask.name: {} for mask in masks}
-    for start in range(0, count, batch_size):
-        batch = keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x)
-        outputs = probe(batch, training=False)
-        if not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        for mask, feature in zip(masks, outputs, strict=True):
-            terms = mask.energy_terms(feature)
-            for key, value in terms.items():
-                chunks[mask.name].setdefault(key, []).append(
-                    np.asarray(keras.ops.convert_to_numpy(value), "float32")
-                )
-    result = {
-        name: {key: np.concatenate(parts) for key, parts in terms.items()}
-        for name, terms in chunks.items()
-    }
+    result = _read_terms(model, x, layer, batch_size, verbose)
     if layer is not None:
-        return result[masks[0].name]
+        return next(iter(result.values()))
     return result
 
 
-def keep_maps(model, x, layer=None, batch_size=32):
+def keep_maps(model, x, layer=None, batch_size=32, verbose=0):
     """Returns the keep maps of a model's EnergyMask layers for a batch.
 
     A shortcut for `energy_terms(...)["keep"]`, for plots and evaluation.
@@ -176,10 +178,16 @@ def keep_maps(model, x, layer=None, batch_size=32):
         model: a Functional model (or a Sequential model built on a
             `keras.Input`) holding `EnergyMask` layers.
         x: model inputs (a NumPy array or tensor, or the structure the model
-            takes).
+            takes), `(x, y)` arrays (labels ignored), a `tf.data.Dataset`,
+            an iterable of batches or a `keras.utils.PyDataset`: what
+            `model.evaluate` accepts.
         layer: name of an `EnergyMask` layer, the layer itself, or `None`
             for all of them. Defaults to `None`.
-        batch_size: int >= 1, images per forward pass. Defaults to `32`.
+        batch_size: int >= 1, images per forward pass (arrays only).
+            Defaults to `32`.
+        verbose: `0` (silent), `1` or `"auto"` (a progress bar per batch)
+            or `2` (one line at the end), as in `model.evaluate`. Defaults
+            to `0`.
 
     Returns:
         For one `layer`: a NumPy float32 array `(N, gh, gw)` of keep
@@ -199,7 +207,7 @@ def keep_maps(model, x, layer=None, batch_size=32):
     assert maps["conv_energy_mask"].shape == (5, 16, 16)
     ```
     """
-    terms = energy_terms(model, x, layer=layer, batch_size=batch_size)
+    terms = energy_terms(model, x, layer, batch_size, verbose)
     if layer is not None:
         return terms["keep"]
     return {name: values["keep"] for name, values in terms.items()}

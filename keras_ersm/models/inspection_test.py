@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_ersm import EnergyMask
 from keras_ersm.models import (
     build_classifier,
     energy_mask_layers,
@@ -68,3 +69,102 @@ def test_errors():
         keep_maps(model, images(), batch_size=0)
     with pytest.raises(ValueError, match="has none"):
         keep_maps(small_model(), images())
+
+
+def _sequential_classifier(nested):
+    """A Sequential model with an EnergyMask, inside a Sequential backbone
+    (`nested=True`) or directly."""
+    body = [
+        keras.layers.Conv2D(4, 3, padding="same", name="conv"),
+        EnergyMask(patch_size=2, name="mask"),
+    ]
+    if nested:
+        body = [keras.Sequential([keras.Input((16, 16, 3)), *body], name="backbone")]
+    return keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            *body,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+
+
+def _expected_keep(model, x):
+    conv = [layer for layer in _all_layers(model) if layer.name == "conv"][0]
+    mask = energy_mask_layers(model)[0]
+    return keras.ops.convert_to_numpy(mask.energy_terms(conv(x))["keep"])
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_keep_maps_of_sequential_models(nested):
+    # A mask inside a nested Sequential backbone was not reachable before.
+    model = _sequential_classifier(nested)
+    x = images(3)
+    maps = keep_maps(model, x)
+    assert list(maps) == ["mask"]
+    np.testing.assert_allclose(
+        maps["mask"], _expected_keep(model, x), rtol=1e-5, atol=1e-6
+    )
+    one = keep_maps(model, x, layer="mask", batch_size=2)
+    assert one.shape == (3, 8, 8) and one.dtype == np.float32
+    np.testing.assert_allclose(one, maps["mask"], rtol=1e-5, atol=1e-6)
+
+
+def test_keep_maps_of_datasets():
+    model = _sequential_classifier(nested=False)
+    x = images(5)
+    expected = keep_maps(model, x, layer="mask")
+    y = np.arange(5)
+    # `(x, y)` arrays: the labels are ignored.
+    np.testing.assert_allclose(keep_maps(model, (x, y), layer="mask"), expected)
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return x[2 * index : 2 * index + 2], y[2 * index : 2 * index + 2]
+
+    np.testing.assert_allclose(
+        keep_maps(model, Batches(), layer="mask"), expected, rtol=1e-5, atol=1e-6
+    )
+    terms = energy_terms(model, Batches(), layer="mask", verbose=2)
+    np.testing.assert_allclose(terms["keep"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_maps_of_a_tf_data_dataset():
+    tf = pytest.importorskip("tensorflow")
+    model = _sequential_classifier(nested=False)
+    x = images(5)
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(5))).batch(2)
+    np.testing.assert_allclose(
+        keep_maps(model, dataset, layer="mask"),
+        keep_maps(model, x, layer="mask"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match=r"single examples.*\.batch\("):
+        keep_maps(model, dataset.unbatch())
+
+
+def test_keep_maps_of_a_subclassed_model_is_a_clear_error():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.mask = EnergyMask()
+
+        def call(self, x):
+            return self.mask(x)
+
+    model = Subclassed()
+    model(images(1))
+    with pytest.raises(ValueError, match="subclassed"):
+        keep_maps(model, images(1))
