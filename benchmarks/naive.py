@@ -51,7 +51,9 @@ def naive_ersm(x, kernel, bias, p=1, unary=1e-3, pairwise=1e-3):
 # `keras_ersm.ops.scores_and_redundancy` as of commit 51ab256: norms from a
 # multiply-then-sum, and the four neighbour-pair dot products from shifted
 # 4-D slices (each materialising a full-size product before its reduction).
-# `benchmarks/speed.py --compare-previous` swaps it into the layer.
+# `benchmarks/speed.py --compare-previous` swaps
+# `previous_unit_tokens_and_pairs` (the same computation in the layer's
+# current interface) for `keras_ersm.ops.unit_tokens_and_pairs`.
 
 _NORM_FLOOR = 1e-30
 
@@ -109,3 +111,16 @@ def previous_scores_and_redundancy(tokens, kernel, epsilon=EPS):
         + _pad_grid(down_left, before, after)
     )
     return projections, redundancy
+
+
+def previous_unit_tokens_and_pairs(tokens, epsilon=EPS):
+    """`keras_ersm.ops.unit_tokens_and_pairs` computed as before issue 17."""
+    unit, scale, unit_norms = _previous_safe_unit_tokens(ops.convert_to_tensor(tokens))
+    inv = 1.0 / (unit_norms + epsilon / scale)
+    pairs = (
+        _dot(unit[:, :, :-1], unit[:, :, 1:]),
+        _dot(unit[:, :-1], unit[:, 1:]),
+        _dot(unit[:, :-1, :-1], unit[:, 1:, 1:]),
+        _dot(unit[:, :-1, 1:], unit[:, 1:, :-1]),
+    )
+    return unit, inv, pairs

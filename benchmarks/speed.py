@@ -35,7 +35,7 @@ from keras import ops
 
 import keras_ersm
 from benchmarks import _harness
-from benchmarks.naive import naive_ersm, previous_scores_and_redundancy
+from benchmarks.naive import naive_ersm, previous_unit_tokens_and_pairs
 from keras_ersm import ops as ersm_ops
 
 SIZES = [(32, 7, 7, 2048), (32, 14, 14, 1024), (16, 28, 28, 512), (16, 56, 56, 256)]
@@ -46,9 +46,7 @@ def _layer_fn(layer):
     """A pure function (x, kernel, bias) -> scalar through the real layer."""
 
     def fn(x, kernel, bias):
-        out, _, losses = layer.stateless_call(
-            [kernel, bias], [], x, return_losses=True
-        )
+        out, _, losses = layer.stateless_call([kernel, bias], [], x, return_losses=True)
         return ops.sum(out) * 1e-3 + losses[0]
 
     return fn
@@ -66,14 +64,27 @@ def _with_previous_ops(fn):
     """`fn` with the layer's fast path swapped for the one before issue 17."""
 
     def wrapped(*args):
-        current = ersm_ops.scores_and_redundancy
-        ersm_ops.scores_and_redundancy = previous_scores_and_redundancy
+        current = ersm_ops.unit_tokens_and_pairs
+        ersm_ops.unit_tokens_and_pairs = previous_unit_tokens_and_pairs
         try:
             return fn(*args)
         finally:
-            ersm_ops.scores_and_redundancy = current
+            ersm_ops.unit_tokens_and_pairs = current
 
     return wrapped
+
+
+def _interleaved_medians(runners, args, repeats, warmup=2):
+    """Median time of each runner, calls interleaved so that load on a
+    shared machine hits all of them alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run(*args)
+    samples = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            samples[name].append(_harness.median_time(run, args, warmup=0, repeats=1))
+    return {name: float(np.median(t)) for name, t in samples.items()}
 
 
 def bench_layer(sizes, patch_sizes, repeats, compare_previous=False):
@@ -105,27 +116,29 @@ def bench_layer(sizes, patch_sizes, repeats, compare_previous=False):
             exact = keras.config.dtype_policy().compute_dtype == "float32"
             rtol = 1e-4 if exact else 5e-2
             if not np.isclose(ref_value, fast_value, rtol=rtol, atol=1e-5):
-                raise AssertionError(f"mismatch {shape} p={p}: {fast_value} vs {ref_value}")
+                raise AssertionError(
+                    f"mismatch {shape} p={p}: {fast_value} vs {ref_value}"
+                )
             row = {"shape": list(shape), "patch_size": p}
             t_pass = _harness.elementwise_pass_time(x, repeats=repeats)
             row["pass_ms"] = round(t_pass * 1e3, 3)
             for mode, grad in (("forward", False), ("forward_backward", True)):
-                t_fast = _harness.median_time(
-                    _harness.compile_fn(fast, grad=grad), (x, kernel, bias), repeats=repeats
-                )
-                t_naive = _harness.median_time(
-                    _harness.compile_fn(naive, grad=grad), (x, kernel, bias), repeats=repeats
-                )
+                runners = {
+                    "fast": _harness.compile_fn(fast, grad=grad),
+                    "naive": _harness.compile_fn(naive, grad=grad),
+                }
+                if compare_previous:
+                    runners["previous"] = _harness.compile_fn(
+                        _with_previous_ops(fast), grad=grad
+                    )
+                times = _interleaved_medians(runners, (x, kernel, bias), repeats)
+                t_fast, t_naive = times["fast"], times["naive"]
                 row[f"{mode}_ms"] = round(t_fast * 1e3, 3)
                 row[f"{mode}_naive_ms"] = round(t_naive * 1e3, 3)
                 row[f"{mode}_speedup"] = round(t_naive / t_fast, 2)
                 row[f"{mode}_passes"] = round(t_fast / t_pass, 1)
                 if compare_previous:
-                    t_prev = _harness.median_time(
-                        _harness.compile_fn(_with_previous_ops(fast), grad=grad),
-                        (x, kernel, bias),
-                        repeats=repeats,
-                    )
+                    t_prev = times["previous"]
                     row[f"{mode}_previous_ms"] = round(t_prev * 1e3, 3)
                     row[f"{mode}_previous_speedup"] = round(t_naive / t_prev, 2)
             rows.append(row)
@@ -166,7 +179,7 @@ def bench_overhead(backbone, image_size, batch_size, repeats):
     for _ in range(repeats):
         for variant, model in models.items():
             samples[variant].append(
-                _harness.median_time(lambda: model.train_on_batch(x, y), (), warmup=1, repeats=1)
+                _harness.median_time(model.train_on_batch, (x, y), warmup=1, repeats=1)
             )
     for variant in models:
         times[variant] = float(np.median(samples[variant]))
@@ -179,7 +192,9 @@ def bench_overhead(backbone, image_size, batch_size, repeats):
         "feature_map": list(features[1:]),
         "step_ms_baseline": round(times["baseline"] * 1e3, 2),
         "step_ms_energy_mask": round(times["energy_mask"] * 1e3, 2),
-        "overhead_percent": round(100 * (times["energy_mask"] / times["baseline"] - 1), 2),
+        "overhead_percent": round(
+            100 * (times["energy_mask"] / times["baseline"] - 1), 2
+        ),
         "dtype_policy": keras.config.dtype_policy().name,
     }
 
@@ -231,7 +246,8 @@ def to_markdown(report):
             "## EnergyMask vs naive (eight shifted copies, unfold/fold)",
             "",
             "Passes: the layer's time over one elementwise multiply of its input "
-            "(same run). Previous: the fast path before issue 17, same run.",
+            "(same run). Previous: the fast path before issue 17, same run. Times: "
+            "medians of calls interleaved between the implementations.",
             "",
             "| shape | p | fwd ms | naive fwd ms | fwd speedup | fwd passes "
             "| fwd+bwd ms | naive fwd+bwd ms | fwd+bwd speedup | fwd+bwd passes "
@@ -240,7 +256,8 @@ def to_markdown(report):
         ]
         for r in report["layer"]:
             previous = (
-                f"{r['forward_previous_speedup']}x / {r['forward_backward_previous_speedup']}x"
+                f"{r['forward_previous_speedup']}x / "
+                f"{r['forward_backward_previous_speedup']}x"
                 if "forward_previous_speedup" in r
                 else ""
             )
@@ -258,7 +275,8 @@ def to_markdown(report):
             "",
             "## Training-step overhead of one EnergyMask",
             "",
-            "| backbone | input | batch | feature map | baseline ms | with mask ms | overhead |",
+            "| backbone | input | batch | feature map | baseline ms | with mask ms "
+            "| overhead |",
             "|---|---|---|---|---|---|---|",
             f"| {r['backbone']} | {r['image_size']} | {r['batch_size']} | "
             f"{tuple(r['feature_map'])} | {r['step_ms_baseline']} | "
@@ -283,27 +301,35 @@ def to_markdown(report):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sections", nargs="+", default=["layer", "overhead", "memory"],
+        "--sections",
+        nargs="+",
+        default=["layer", "overhead", "memory"],
         choices=["layer", "overhead", "memory"],
     )
     parser.add_argument("--quick", action="store_true", help="one size, fewer repeats")
     parser.add_argument("--patch-sizes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--backbone", default="resnet50", choices=["resnet50", "mobilenetv2"])
+    parser.add_argument(
+        "--backbone", default="resnet50", choices=["resnet50", "mobilenetv2"]
+    )
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype-policy", default=None, help="e.g. mixed_bfloat16")
     parser.add_argument("--output", default=None, help="JSON path")
     parser.add_argument(
-        "--shapes", default=None,
+        "--shapes",
+        default=None,
         help="layer sizes, e.g. '32,7,7,2048;16,28,28,256' (default: all)",
     )
     parser.add_argument(
-        "--compare-previous", action="store_true",
+        "--compare-previous",
+        action="store_true",
         help="also time the layer with the fast path before issue 17",
     )
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch intra-op threads (default 1: stable on a shared machine)",
     )
     args = parser.parse_args(argv)

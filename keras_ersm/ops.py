@@ -7,7 +7,6 @@ patch, channel), as in docs/concepts.md, "Tokens".
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 EPSILON = 1e-6
@@ -150,9 +149,20 @@ def _dot(a, b):
     return ops.sum(a * b, axis=-1)
 
 
-def _pad_grid(x, rows, cols):
-    """Zero-pads a `(B, h, w)` map; `rows` and `cols` are (before, after)."""
-    return ops.pad(x, ((0, 0), rows, cols))
+def _pad_grid(x, rows, cols, zero_row, zero_col):
+    """Zero-pads a `(B, h, w)` map by one row and/or column.
+
+    `rows` and `cols` are (before, after) with values 0 or 1; `zero_row`
+    is a zero map `(B, 1, w)` for `x` of shape `(B, h, w)`, and `zero_col`
+    a zero map `(B, h', 1)` with `h'` the height after the row padding.
+    Concatenation, not `ops.pad`, which costs over ten times as much on
+    torch for maps this small.
+    """
+    if rows != (0, 0):
+        x = ops.concatenate([zero_row, x] if rows[0] else [x, zero_row], axis=1)
+    if cols != (0, 0):
+        x = ops.concatenate([zero_col, x] if cols[0] else [x, zero_col], axis=2)
+    return x
 
 
 def _plain_norms(tokens):
@@ -226,73 +236,222 @@ def projections(unit, inv, kernel):
     return ops.matmul(unit, kernel)[..., 0] * inv
 
 
-# On these backends, grids of static width up to `_GRAM_MAX_WIDTH` use the
-# row Gram matrices (batched matmul, cost grows with the width); wider grids
-# and the XLA backends (which fuse the shifted dot products into about the
-# same cost, measured in benchmarks/speed.py) use the four shifted products.
-_GRAM_BACKENDS = ("torch",)
-_GRAM_MAX_WIDTH = 16
+# Backends whose neighbour dot products come from strided windows over the
+# flattened tokens (`_window_pair_dots`, torch only: it needs `as_strided`
+# and a hand-written backward). The XLA backends (JAX, TensorFlow) fuse the
+# shifted products of `_shifted_pair_dots` into about the same cost
+# (measured in benchmarks/speed.py), so they keep the generic code.
+_WINDOW_BACKENDS = ("torch",)
 
 
-def _band(width, offsets):
-    """Constant `(width, width)` float mask of `|i - j|` in `offsets`."""
-    i = np.arange(width)
-    band = np.isin(np.abs(i[:, None] - i[None, :]), offsets)
-    return ops.convert_to_tensor(band.astype("float32"))
+def _shifted_pair_dots(unit):
+    """The four forward neighbour pairs' dot products of `unit`, generic.
 
-
-def _redundancy_gram(unit, inv, height, width):
-    """Redundancy from two batched matmuls over the rows of the grid.
-
-    `rows @ rows^T` holds every within-row pair (right neighbours on its
-    first off-diagonals), `rows[:-1] @ rows[1:]^T` every pair of a row
-    with the next one (down, down-left and down-right on its three central
-    diagonals). The matmuls read the tokens once each and write only
-    `(rows, w, w)` maps, and their backward is two more matmuls each.
+    Returns `(right, down, down_right, down_left)` of shapes
+    `(B, gh, gw-1)`, `(B, gh-1, gw)`, `(B, gh-1, gw-1)`, `(B, gh-1, gw-1)`.
     """
-    depth = ops.shape(unit)[-1]
-    rows = ops.reshape(unit, (-1, width, depth))
-    inv = ops.reshape(inv, (-1, width))
-    same = ops.matmul(rows, ops.transpose(rows, (0, 2, 1)))
-    same = same * (inv[:, :, None] * inv[:, None, :]) * _band(width, [1])
-    red = ops.sum(same, axis=-1)
-    down = ops.matmul(rows[:-1], ops.transpose(rows[1:], (0, 2, 1)))
-    # A row's last grid row has no row below it in the same image.
-    pairs = ops.shape(rows)[0] - 1
-    row_index = ops.arange(max(pairs, 0) if isinstance(pairs, int) else pairs)
-    not_last = ops.cast(row_index % height < height - 1, "float32")
-    weight = inv[:-1, :, None] * inv[1:, None, :] * _band(width, [0, 1])
-    down = down * (weight * not_last[:, None, None])
-    red = (
-        red
-        + ops.pad(ops.sum(down, axis=-1), ((0, 1), (0, 0)))
-        + ops.pad(ops.sum(down, axis=-2), ((1, 0), (0, 0)))
-    )
-    return ops.reshape(red, (-1, height, width))
+    right = _dot(unit[:, :, :-1], unit[:, :, 1:])
+    down = _dot(unit[:, :-1], unit[:, 1:])
+    down_right = _dot(unit[:, :-1, :-1], unit[:, 1:, 1:])
+    down_left = _dot(unit[:, :-1, 1:], unit[:, 1:, :-1])
+    return right, down, down_right, down_left
 
 
-def _redundancy_shifted(unit, inv):
-    """Redundancy from the four forward neighbour pairs' dot products."""
-    right = _dot(unit[:, :, :-1], unit[:, :, 1:]) * inv[:, :, :-1] * inv[:, :, 1:]
-    down = _dot(unit[:, :-1], unit[:, 1:]) * inv[:, :-1] * inv[:, 1:]
-    down_right = (
-        _dot(unit[:, :-1, :-1], unit[:, 1:, 1:]) * inv[:, :-1, :-1] * inv[:, 1:, 1:]
+_TORCH_WINDOW_DOTS = []
+
+
+def _torch_window_dots_function():
+    """The torch autograd function behind `_window_pair_dots` (built once).
+
+    Backend-specific fast path (torch only, see `_WINDOW_BACKENDS`). On the
+    tokens flattened to `x` of shape `(N, D)` (batch and grid rows
+    concatenated), every pair this layer needs is `x_i . x_{i+k}` for
+    `k` in `(0, 1, gw-1, gw, gw+1)`. Overlapping strided views of `x`
+    (`as_strided`, no copy) put the rows `i+1` (with `i` itself) and
+    `i+gw-1 .. i+gw+1` beside row `i`, so two batched matmuls compute all
+    five products reading `x` about once, with no full-size temporary.
+    The backward is written out with the same windows (three batched
+    matmuls accumulating into one gradient), where autograd through the
+    views would scatter into zero-filled copies. Pairs that cross an image
+    or a grid row are computed too; the caller drops them.
+    """
+    if _TORCH_WINDOW_DOTS:
+        return _TORCH_WINDOW_DOTS[0]
+    import torch
+
+    def windows(x, start, count, size):
+        # windows(x, s, n, m)[i, t] = x[s + i + t], a view of x.
+        depth = x.shape[1]
+        return x.as_strided(
+            (count, size, depth), (depth, depth, 1), x.storage_offset() + start * depth
+        )
+
+    class WindowDots(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, width):
+            n = x.shape[0]
+            # near[i] = (x_i . x_i, x_i . x_{i+1}); far[i, t] = x_i . x_{i+k_t}.
+            near = x.new_zeros((n, 2))
+            far = x.new_zeros((n, 3))
+            bulk = max(n - width - 1, 0)  # rows with all three far partners
+            if n > 1:
+                torch.bmm(
+                    x[: n - 1].unsqueeze(1),
+                    windows(x, 0, n - 1, 2).transpose(1, 2),
+                    out=near[: n - 1].unsqueeze(1),
+                )
+            if n > 0:
+                near[n - 1, 0] = torch.dot(x[n - 1], x[n - 1])
+            if bulk:
+                torch.bmm(
+                    x[:bulk].unsqueeze(1),
+                    windows(x, width - 1, bulk, 3).transpose(1, 2),
+                    out=far[:bulk].unsqueeze(1),
+                )
+            for t, k in enumerate((width - 1, width, width + 1)):
+                if n - k > bulk:
+                    far[bulk : n - k, t] = (x[bulk : n - k] * x[bulk + k :]).sum(-1)
+            ctx.save_for_backward(x)
+            ctx.width = width
+            ctx.set_materialize_grads(False)
+            return near, far
+
+        @staticmethod
+        def backward(ctx, g_near, g_far):
+            (x,) = ctx.saved_tensors
+            n, width = x.shape[0], ctx.width
+            if g_near is None:
+                g_near = x.new_zeros((n, 2))
+            if g_far is None and not g_near[:, 1].any():
+                # Only the squared norms reach the loss.
+                return (2.0 * g_near[:, 0])[:, None] * x, None
+            self_coef = 2.0 * g_near[:, 0]
+            g_right = g_near[:, 1]
+            grad = torch.empty_like(x)
+            # Near pairs: grad_i = g_{i-1} x_{i-1} + 2 g0_i x_i + g_i x_{i+1}.
+            if n > 2:
+                coef = torch.stack(
+                    [g_right[: n - 2], self_coef[1 : n - 1], g_right[1 : n - 1]], 1
+                )
+                torch.bmm(
+                    coef.unsqueeze(1),
+                    windows(x, 0, n - 2, 3),
+                    out=grad[1 : n - 1].unsqueeze(1),
+                )
+            if n > 0:
+                grad[0] = self_coef[0] * x[0]
+                if n > 1:
+                    grad[0] += g_right[0] * x[1]
+                    grad[n - 1] = (
+                        self_coef[n - 1] * x[n - 1] + g_right[n - 2] * x[n - 2]
+                    )
+            far = (width - 1, width, width + 1)
+            bulk = max(n - width - 1, 0)
+            grad_rows = grad.unsqueeze(1)
+            if g_far is None:
+                return grad, None
+            g_far = g_far.contiguous()
+            if bulk:
+                # Row i's own far pairs: grad_i += sum_t g_far[i, t] x_{i+k_t}.
+                grad_rows[:bulk].baddbmm_(
+                    g_far[:bulk].unsqueeze(1), windows(x, width - 1, bulk, 3)
+                )
+                # Row j as the far partner: the windows x_{j-w-1 .. j-w+1}
+                # weighted by g_far[j-w-1, 2], g_far[j-w, 1], g_far[j-w+1, 0].
+                coef = g_far.as_strided(
+                    (bulk, 3), (3, 2), g_far.storage_offset() + 2
+                ).contiguous()
+                grad_rows[width + 1 :].baddbmm_(
+                    coef.unsqueeze(1), windows(x, 0, bulk, 3)
+                )
+            for t, k in enumerate(far):
+                if n - k > bulk:  # own far pairs of the rows past the bulk
+                    grad[bulk : n - k] += g_far[bulk : n - k, t, None] * x[bulk + k :]
+                top = min(width + 1, n)
+                if top > k:  # partners before the bulk
+                    grad[k:top] += g_far[: top - k, t, None] * x[: top - k]
+            return grad, None
+
+    _TORCH_WINDOW_DOTS.append(WindowDots)
+    return WindowDots
+
+
+def _window_pair_dots(tokens):
+    """`(squared_norms, pairs)` of `tokens` from `_torch_window_dots_function`.
+
+    `pairs` as `_shifted_pair_dots` returns them, `squared_norms` of shape
+    `(B, gh, gw)`.
+    """
+    _, height, width, depth = tokens.shape
+    flat = ops.reshape(tokens, (-1, depth)).contiguous()
+    near, far = _torch_window_dots_function().apply(flat, width)
+    near = ops.reshape(near, (-1, height, width, 2))
+    far = ops.reshape(far, (-1, height, width, 3))
+    right = near[:, :, :-1, 1]
+    down = far[:, :-1, :, 1]
+    down_right = far[:, :-1, :-1, 2]
+    down_left = far[:, :-1, 1:, 0]
+    return near[..., 0], (right, down, down_right, down_left)
+
+
+def _use_windows(tokens):
+    return keras.backend.backend() in _WINDOW_BACKENDS and all(
+        isinstance(d, int) for d in tokens.shape[1:]
     )
-    down_left = (
-        _dot(unit[:, :-1, 1:], unit[:, 1:, :-1]) * inv[:, :-1, 1:] * inv[:, 1:, :-1]
-    )
+
+
+def pair_dots(unit):
+    """Dot products `unit_i . unit_j` of the four forward neighbour pairs.
+
+    Args:
+        unit: `(B, gh, gw, D)` tokens (e.g. `unit` from `unit_tokens`).
+
+    Returns:
+        Tuple `(right, down, down_right, down_left)` of shapes
+        `(B, gh, gw-1)`, `(B, gh-1, gw)`, `(B, gh-1, gw-1)` and
+        `(B, gh-1, gw-1)`; `down_left[b, r, c]` pairs `(r, c+1)` with
+        `(r+1, c)`.
+    """
+    unit = ops.convert_to_tensor(unit)
+    if _use_windows(unit):
+        return _window_pair_dots(unit)[1]
+    return _shifted_pair_dots(unit)
+
+
+def redundancy_from_pairs(pairs, inv):
+    """Redundancy `S_i` from `pair_dots` of `unit` and `inv` of `unit_tokens`.
+
+    Each pair's `p_hat_i . p_hat_j = (unit_i . unit_j) inv_i inv_j` is
+    credited to both of its tokens.
+
+    Returns:
+        Tensor `(B, gh, gw)`.
+    """
+    right, down, down_right, down_left = pairs
+    right = right * inv[:, :, :-1] * inv[:, :, 1:]
+    down = down * inv[:, :-1] * inv[:, 1:]
+    down_right = down_right * inv[:, :-1, :-1] * inv[:, 1:, 1:]
+    down_left = down_left * inv[:, :-1, 1:] * inv[:, 1:, :-1]
     # Each pair map is credited to both of its tokens: the first token of a
     # pair is padded after the pair map, the second one before it.
     before, after, none = (1, 0), (0, 1), (0, 0)
+    row = ops.zeros_like(inv[:, :1])  # (B, 1, w)
+    short_row = row[:, :, 1:]  # (B, 1, w-1)
+    col = ops.zeros_like(inv[:, :, :1])  # (B, h, 1)
+
+    def pad(x, rows, cols):
+        # Rows are padded first: the column padding always sees h rows.
+        return _pad_grid(x, rows, cols, row if cols == none else short_row, col)
+
     return (
-        _pad_grid(right, none, after)
-        + _pad_grid(right, none, before)
-        + _pad_grid(down, after, none)
-        + _pad_grid(down, before, none)
-        + _pad_grid(down_right, after, after)
-        + _pad_grid(down_right, before, before)
-        + _pad_grid(down_left, after, before)
-        + _pad_grid(down_left, before, after)
+        pad(right, none, after)
+        + pad(right, none, before)
+        + pad(down, after, none)
+        + pad(down, before, none)
+        + pad(down_right, after, after)
+        + pad(down_right, before, before)
+        + pad(down_left, after, before)
+        + pad(down_left, before, after)
     )
 
 
@@ -300,11 +459,11 @@ def pair_redundancy(unit, inv):
     """Neighbour redundancy `S_i = sum_{j in N8(i)} p_hat_i . p_hat_j`.
 
     Takes the output of `unit_tokens` (`p_hat = unit * inv[..., None]`)
-    and never materialises `p_hat`. On torch, grids of static width up to
-    16 use two batched matmuls over the grid rows (no full-size
-    elementwise temporaries); otherwise the dot products of the
-    four forward neighbour pairs (right, down, down-right, down-left) are
-    computed once each and credited to both tokens.
+    and never materialises `p_hat`: the dot products of the four forward
+    neighbour pairs (right, down, down-right, down-left) are computed once
+    each (`pair_dots`) and credited to both tokens. On torch they come
+    from two batched matmuls over strided windows of the tokens (no
+    full-size temporaries).
 
     Args:
         unit: `(B, gh, gw, D)` tokens from `unit_tokens`.
@@ -313,25 +472,53 @@ def pair_redundancy(unit, inv):
     Returns:
         Tensor `(B, gh, gw)`.
     """
-    height, width = unit.shape[1], unit.shape[2]
-    if (
-        keras.backend.backend() in _GRAM_BACKENDS
-        and isinstance(height, int)
-        and isinstance(width, int)
-        and width <= _GRAM_MAX_WIDTH
-    ):
-        return _redundancy_gram(unit, inv, height, width)
-    return _redundancy_shifted(unit, inv)
+    return redundancy_from_pairs(pair_dots(unit), inv)
+
+
+def unit_tokens_and_pairs(tokens, epsilon=EPSILON):
+    """`unit_tokens` and `pair_dots(unit)` together, `(unit, inv, pairs)`.
+
+    On torch the squared norms and the pair dot products come from the
+    same strided-window matmuls, reading the tokens about once. Feed
+    `pairs` and `inv` to `redundancy_from_pairs`.
+
+    Args:
+        tokens: `(B, gh, gw, D)` float tensor.
+        epsilon: normalisation epsilon. Defaults to `1e-6`.
+
+    Returns:
+        Tuple `(unit, inv, pairs)`.
+    """
+    tokens = ops.convert_to_tensor(tokens)
+    if not _use_windows(tokens):
+        unit, scale, unit_norms = _safe_unit_tokens(tokens)
+        pairs = _shifted_pair_dots(unit)
+        return unit, 1.0 / (unit_norms + epsilon / scale), pairs
+    squared, pairs = _window_pair_dots(tokens)
+
+    def plain():
+        norms = ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
+        return tokens, ops.ones_like(squared), norms, pairs
+
+    def scaled():
+        unit, scale, unit_norms = _scaled_tokens(tokens)
+        return unit, scale, unit_norms, _window_pair_dots(unit)[1]
+
+    # As in `_safe_unit_tokens`: scale only when a squared norm overflows.
+    unit, scale, unit_norms, pairs = ops.cond(
+        ops.all(ops.isfinite(squared)), plain, scaled
+    )
+    return unit, 1.0 / (unit_norms + epsilon / scale), pairs
 
 
 def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
     """Unbiased scores `w . p_hat_i` and redundancy `S_i` in one pass.
 
-    The fast path of the layer: `unit_tokens`, then `projections` and
-    `pair_redundancy`. `p_hat` is never materialised, each token is
-    divided by its largest magnitude only when a squared norm overflows,
-    and every neighbour pair's dot product is computed once. The cost is
-    linear in the number of elements.
+    The fast path of the layer: `unit_tokens_and_pairs`, then `projections`
+    and `redundancy_from_pairs`. `p_hat` is never materialised, each token
+    is divided by its largest magnitude only when a squared norm
+    overflows, and every neighbour pair's dot product is computed once.
+    The cost is linear in the number of elements.
 
     Args:
         tokens: `(B, gh, gw, D)` float tensor.
@@ -355,8 +542,8 @@ def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
     np.testing.assert_allclose(red, ersm_ops.redundancy(p_hat, norms), atol=1e-5)
     ```
     """
-    unit, inv = unit_tokens(tokens, epsilon)
-    return projections(unit, inv, kernel), pair_redundancy(unit, inv)
+    unit, inv, pairs = unit_tokens_and_pairs(tokens, epsilon)
+    return projections(unit, inv, kernel), redundancy_from_pairs(pairs, inv)
 
 
 def mean_field(logits, coupling, steps):

@@ -76,13 +76,15 @@ def test_upsample_tokens():
     np.testing.assert_array_equal(up[0, 2:, 4:], 5.0)
 
 
-@pytest.fixture(params=["gram", "shifted"])
+@pytest.fixture(params=["window", "shifted"])
 def pair_path(request, monkeypatch):
-    """Runs a test through each redundancy implementation on every backend."""
-    if request.param == "gram":
-        monkeypatch.setattr(ersm_ops, "_GRAM_BACKENDS", (keras.backend.backend(),))
+    """Runs a test through each redundancy implementation (the strided
+    windows exist on torch only)."""
+    if request.param == "window":
+        if keras.backend.backend() not in ersm_ops._WINDOW_BACKENDS:
+            pytest.skip("the window path is torch only")
     else:
-        monkeypatch.setattr(ersm_ops, "_GRAM_BACKENDS", ())
+        monkeypatch.setattr(ersm_ops, "_WINDOW_BACKENDS", ())
     return request.param
 
 
@@ -114,24 +116,37 @@ def test_pieces_match_reference_at_any_magnitude(magnitude, pair_path):
     np.testing.assert_allclose(_np(red), expected["redundancy"], rtol=1e-4, atol=1e-5)
 
 
-def test_pair_redundancy_gradient_matches_between_paths(monkeypatch):
-    x = np.random.default_rng(7).normal(size=(2, 4, 5, 3)).astype("float32")
+@pytest.mark.parametrize("shape", [(2, 4, 5, 3), (3, 2, 3, 2), (1, 3, 17, 2)])
+@pytest.mark.parametrize("pieces", ["separate", "together"])
+@pytest.mark.parametrize("magnitude", [1.0, 1e25])
+def test_pair_redundancy_gradient_matches_materialised_p_hat(
+    pair_path, shape, pieces, magnitude
+):
+    """The gradient of every path against `normalize_tokens` + `redundancy`,
+    which materialise `p_hat`."""
+    x = np.random.default_rng(7).normal(size=shape).astype("float32") * magnitude
     x[0, 1, 1] = 0.0  # an all-zero token: finite gradient
+    kernel = np.linspace(-1, 1, shape[-1]).astype("float32")[:, None]
 
-    def grad(backends):
-        monkeypatch.setattr(ersm_ops, "_GRAM_BACKENDS", backends)
-
-        def loss(t):
+    def loss(t):
+        if pieces == "separate":
             unit, inv = ersm_ops.unit_tokens(t)
             red = ersm_ops.pair_redundancy(unit, inv)
-            proj = ersm_ops.projections(unit, inv, np.ones((3, 1), "float32"))
-            return ops.sum(ops.sin(red)) + ops.sum(proj)
+        else:
+            unit, inv, pairs = ersm_ops.unit_tokens_and_pairs(t)
+            red = ersm_ops.redundancy_from_pairs(pairs, inv)
+        proj = ersm_ops.projections(unit, inv, kernel)
+        return ops.sum(ops.sin(red)) + ops.sum(proj)
 
-        return _np(_value_and_grad(loss, x))
+    def materialised(t):
+        p_hat, norms = ersm_ops.normalize_tokens(t)
+        red = ersm_ops.redundancy(p_hat, norms)
+        return ops.sum(ops.sin(red)) + ops.sum(ops.matmul(p_hat, kernel))
 
-    gram, shifted = grad((keras.backend.backend(),)), grad(())
-    assert np.all(np.isfinite(gram))
-    np.testing.assert_allclose(gram, shifted, rtol=1e-4, atol=1e-5)
+    got = _np(_value_and_grad(loss, x))
+    expected = _np(_value_and_grad(materialised, x))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 / magnitude)
 
 
 def _value_and_grad(fn, x):

@@ -234,7 +234,9 @@ class EnergyMask(keras.layers.Layer):
             "data_format", data_format, _DATA_FORMATS
         )
         self.energy_feature_gradient = _validation.check_number(
-            "energy_feature_gradient", energy_feature_gradient, minimum=0.0,
+            "energy_feature_gradient",
+            energy_feature_gradient,
+            minimum=0.0,
             maximum=1.0,
         )
         self.supports_masking = True
@@ -381,22 +383,41 @@ class EnergyMask(keras.layers.Layer):
         # Weights are float16 under a plain "float16" dtype policy.
         kernel = ops.cast(self.kernel, "float32")
         bias = ops.cast(self.bias, "float32")
-        unit, inv = ersm_ops.unit_tokens(tokens)
-        scores = ersm_ops.projections(unit, inv, kernel) + bias
-        terms = {"scores": scores, "keep": self._keep(scores)}
         if not for_energy:
-            return terms
+            unit, inv = ersm_ops.unit_tokens(tokens)
+            scores = ersm_ops.projections(unit, inv, kernel) + bias
+            return {"scores": scores, "keep": self._keep(scores)}
+        # The norms and the neighbour dot products in one go (on torch one
+        # read of the tokens); `p_hat` is never materialised.
+        unit, inv, pairs = ersm_ops.unit_tokens_and_pairs(tokens)
+        dots = ops.matmul(unit, kernel)[..., 0]
+        scores = dots * inv + bias
+        terms = {"scores": scores, "keep": self._keep(scores)}
         scale = self.energy_feature_gradient
         if scale == 1.0:
             energy_scores, energy_keep = scores, terms["keep"]
         else:
             # Same values, gradient to the features scaled by `scale` (0:
-            # the energy trains only the mask's own weights). The keep that
-            # multiplies the features keeps the full task gradient.
-            unit, inv = _scale_gradient(unit, scale), _scale_gradient(inv, scale)
-            energy_scores = ersm_ops.projections(unit, inv, kernel) + bias
+            # the energy trains only the mask's own weights); the keep that
+            # multiplies the features keeps the full task gradient. The
+            # scaling acts on `(B, gh, gw)` maps, never on the tokens: the
+            # kernel's gradient comes from a second matvec on the frozen
+            # tokens (same values as `dots`), the features' from `dots`.
+            kernel_dots = ops.matmul(ops.stop_gradient(unit), kernel)[..., 0]
+            if scale == 0.0:
+                energy_dots = kernel_dots
+            else:
+                frozen = ops.stop_gradient(dots)
+                energy_dots = (
+                    frozen
+                    + scale * (dots - frozen)
+                    + (1.0 - scale) * (kernel_dots - ops.stop_gradient(kernel_dots))
+                )
+            inv = _scale_gradient(inv, scale)
+            pairs = [_scale_gradient(p, scale) for p in pairs]
+            energy_scores = energy_dots * inv + bias
             energy_keep = self._keep(energy_scores)
-        terms["redundancy"] = ersm_ops.pair_redundancy(unit, inv)
+        terms["redundancy"] = ersm_ops.redundancy_from_pairs(pairs, inv)
         terms["energy_scores"] = energy_scores
         terms["energy_keep"] = energy_keep
         return terms
@@ -496,9 +517,7 @@ class EnergyMask(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "coherence_steps": self.coherence_steps,
                 "coherence_init": self.coherence_init,
                 "energy_regularizer": (
