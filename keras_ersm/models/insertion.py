@@ -19,6 +19,7 @@ import keras
 
 from keras_ersm import _validation
 from keras_ersm.layers.energy_mask import EnergyMask
+from keras_ersm.models import graph as _graph
 
 OUTPUT = "output"
 _SUFFIX = "_energy_mask"
@@ -35,12 +36,7 @@ _Site = collections.namedtuple(
 _invalid = _validation.invalid
 
 
-def _is_functional(model):
-    return (
-        isinstance(model, keras.Model)
-        and not isinstance(model, keras.Sequential)
-        and getattr(model, "_nodes_by_depth", None) is not None
-    )
+_is_functional = _graph.is_functional
 
 
 def check_functional(model, argument="model"):
@@ -70,12 +66,7 @@ def check_functional(model, argument="model"):
         )
 
 
-def _graph_nodes(graph):
-    return [node for nodes in graph._nodes_by_depth.values() for node in nodes]
-
-
-def _layer_nodes(graph, layer):
-    return [node for node in _graph_nodes(graph) if node.operation is layer]
+_layer_nodes = _graph.calls_of
 
 
 def pyramid_tensors(model):
@@ -121,14 +112,10 @@ def _nested_graphs(model, path=()):
 
 
 def _site_of_tensor(graph, path, tensor):
-    history = getattr(tensor, "_keras_history", None)
-    if history is None:
+    call, tensor_index = _graph.producer(graph, tensor)
+    if call is None or len(_layer_nodes(graph, call.layer)) != 1:
         return None
-    layer = history.operation
-    nodes = _layer_nodes(graph, layer)
-    if len(nodes) != 1:
-        return None
-    return _Site(graph, path, layer, history.tensor_index, tensor)
+    return _Site(graph, path, call.layer, tensor_index, tensor)
 
 
 def _candidate_layers(model, recursive):
@@ -471,8 +458,9 @@ def clone_with_masks(model, plans):
 
     Returns:
         `(clone, new_outputs)`: the new Functional model and a dict
-        id(original layer) -> flat list of the new output tensors (masked
-        where a mask was planned).
+        id(original layer) -> flat list of `(tensor, name)`: the new output
+        tensors (masked where a mask was planned) and the names of the
+        layers that produce them.
     """
     pairs, originals, new_outputs, memo = [], {}, {}, {}
 
@@ -502,9 +490,11 @@ def clone_with_masks(model, plans):
         if original is None:
             return outputs
         flat = list(keras.tree.flatten(outputs))
+        named = [(tensor, layer.name) for tensor in flat]
         for tensor_index, mask in plans.get(id(original), ()):
             flat[tensor_index] = mask(flat[tensor_index])
-        new_outputs[id(original)] = flat
+            named[tensor_index] = (flat[tensor_index], mask.name)
+        new_outputs[id(original)] = named
         if id(original) in plans:
             outputs = keras.tree.pack_sequence_as(outputs, flat)
         return outputs
@@ -528,15 +518,11 @@ def expose_pyramid(model, clone, new_outputs):
             continue
         outputs, names = {}, {}
         for level, tensor in levels.items():
-            history = getattr(tensor, "_keras_history", None)
-            if history is None:
+            call, tensor_index = _graph.producer(graph, tensor)
+            named = None if call is None else new_outputs.get(id(call.layer))
+            if named is None:
                 continue
-            flat = new_outputs.get(id(history.operation))
-            if flat is None:
-                continue
-            new = flat[history.tensor_index]
-            outputs[level] = new
-            names[level] = new._keras_history.operation.name
+            outputs[level], names[level] = named[tensor_index]
         try:
             target.pyramid_outputs = outputs
             target.pyramid_level_inputs = names
@@ -615,7 +601,7 @@ def insert_energy_masks(model, at, recursive=False, **mask_kwargs):
     """
     check_functional(model)
     if not isinstance(recursive, bool):
-        raise _invalid("recursive", "a bool", recursive)
+        raise _validation.invalid_type("recursive", "a bool", recursive)
     plans = plan_masks(model, at, recursive, mask_kwargs)
     if not plans:
         raise _invalid("at", "at least one point", at)

@@ -298,8 +298,11 @@ def test_error_bad_at_values():
         insert_energy_masks(model, {"relu1": 2})
     with pytest.raises(ValueError, match="at least one point"):
         insert_energy_masks(model, [])
-    with pytest.raises(ValueError, match="Received: recursive=1"):
+    # A wrong type is a TypeError (keras_ersm._validation's rule).
+    with pytest.raises(TypeError, match="Received: recursive=1"):
         insert_energy_masks(model, "relu1", recursive=1)
+    with pytest.raises(TypeError, match="Received: recursive='yes'"):
+        insert_energy_masks(model, "relu1", recursive="yes")
     with pytest.raises(ValueError, match="patch_size"):
         insert_energy_masks(model, "relu1", patch_size=0)
 
