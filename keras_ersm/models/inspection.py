@@ -175,19 +175,10 @@ def keep_maps(model, x, layer=None, batch_size=32, verbose=0):
     A shortcut for `energy_terms(...)["keep"]`, for plots and evaluation.
 
     Args:
-        model: a Functional model (or a Sequential model built on a
-            `keras.Input`) holding `EnergyMask` layers.
-        x: model inputs (a NumPy array or tensor, or the structure the model
-            takes), `(x, y)` arrays (labels ignored), a `tf.data.Dataset`,
-            an iterable of batches or a `keras.utils.PyDataset`: what
-            `model.evaluate` accepts.
-        layer: name of an `EnergyMask` layer, the layer itself, or `None`
-            for all of them. Defaults to `None`.
-        batch_size: int >= 1, images per forward pass (arrays only).
-            Defaults to `32`.
-        verbose: `0` (silent), `1` or `"auto"` (a progress bar per batch)
-            or `2` (one line at the end), as in `model.evaluate`. Defaults
-            to `0`.
+        model, x, layer, batch_size, verbose: as for `energy_terms`: a
+            Functional or Sequential model, any data `model.evaluate`
+            accepts, the mask (`None` for all), images per forward pass,
+            progress display.
 
     Returns:
         For one `layer`: a NumPy float32 array `(N, gh, gw)` of keep
