@@ -13,7 +13,7 @@ Backbones: a plain CNN without normalisation (three 3x3 Conv2D + ReLU, 32,
 64, 64 filters, strides 1, 2, 2), the same CNN with BatchNorm, a small
 KerasHub ResNet config and `keras.applications.MobileNetV3Small(weights=None)`
 (the mask inserted at stride 8, a 4x4 grid at 32 px). Datasets:
-`make_cluttered` with its defaults and a harder variant (20 classes, more
+`make_cluttered` with its defaults and a harder variant (15 classes, more
 clutter and distractors, smaller objects).
 
 Usage:
@@ -58,11 +58,16 @@ VARIANTS = {
 
 DATASETS = {
     "cluttered": {},
+    # Harder: 15 classes, more clutter and distractors, smaller objects.
+    # A first variant (20 classes, clutter 0.9, 8 distractors, objects
+    # 0.35-0.6) left the plain CNN's baseline at chance on every seed
+    # (benchmarks/results/trainability_hard_v1_jax.jsonl); this one leaves
+    # chance after several epochs.
     "hard": {
-        "num_classes": 20,
-        "clutter": 0.9,
-        "distractors": 8,
-        "object_scale": (0.35, 0.6),
+        "num_classes": 15,
+        "clutter": 0.7,
+        "distractors": 6,
+        "object_scale": (0.4, 0.75),
     },
 }
 
@@ -99,12 +104,20 @@ def _resnet(image_size):
 
 
 def _mobilenet(image_size):
-    return keras.applications.MobileNetV3Small(
+    model = keras.applications.MobileNetV3Small(
         weights=None,
         input_shape=(image_size, image_size, 3),
         include_top=False,
         include_preprocessing=False,
     )
+    # Its BatchNormalization layers use momentum 0.999: after the 564 steps
+    # of a run the moving statistics are still mostly their initial values,
+    # and the baseline scored 63.6% training but 10.0% (chance) test
+    # accuracy. 0.9, as in the other backbones, lets them follow.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
 
 
 # name -> (builder(image_size), mask_at, input upsampling factor)
