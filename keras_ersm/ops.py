@@ -153,10 +153,10 @@ def _pad_grid(x, rows, cols, zero_row, zero_col):
     """Zero-pads a `(B, h, w)` map by one row and/or column.
 
     `rows` and `cols` are (before, after) with values 0 or 1; `zero_row`
-    is a zero map `(B, 1, w)` for `x` of shape `(B, h, w)`, and `zero_col`
-    a zero map `(B, h', 1)` with `h'` the height after the row padding.
-    Concatenation, not `ops.pad`, which costs over ten times as much on
-    torch for maps this small.
+    is a zero map `(B, 1, w)` (unused when `rows == (0, 0)`), `zero_col` a
+    zero map `(B, h', 1)` with `h'` the height after the row padding
+    (unused when `cols == (0, 0)`). Concatenation, not `ops.pad`, which
+    costs over ten times as much on torch for maps this small.
     """
     if rows != (0, 0):
         x = ops.concatenate([zero_row, x] if rows[0] else [x, zero_row], axis=1)
@@ -178,6 +178,22 @@ def _plain_norms(tokens):
     return ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
 
 
+def _cond(pred, true_fn, false_fn):
+    """`ops.cond`; on torch outside symbolic tracing, a plain Python branch.
+
+    Torch runs eagerly and `ops.cond` there only evaluates `pred` and calls
+    one branch, after building a Keras `Operation` (about 0.2 ms a call,
+    measured in benchmarks/speed.py); the branch below does the same
+    without it. Symbolic torch tensors (the "meta" device) take `true_fn`,
+    as `ops.cond` does.
+    """
+    if keras.backend.backend() == "torch":
+        if pred.device.type == "meta" or bool(pred):
+            return true_fn()
+        return false_fn()
+    return ops.cond(pred, true_fn, false_fn)
+
+
 def _safe_unit_tokens(tokens):
     """`_scaled_tokens` only when the plain squared norms overflow.
 
@@ -195,7 +211,7 @@ def _safe_unit_tokens(tokens):
     def scaled():
         return _scaled_tokens(tokens)
 
-    return ops.cond(ops.all(ops.isfinite(ops.square(norms))), plain, scaled)
+    return _cond(ops.all(ops.isfinite(ops.square(norms))), plain, scaled)
 
 
 def unit_tokens(tokens, epsilon=EPSILON):
@@ -433,25 +449,28 @@ def redundancy_from_pairs(pairs, inv):
     down_right = down_right * inv[:, :-1, :-1] * inv[:, 1:, 1:]
     down_left = down_left * inv[:, :-1, 1:] * inv[:, 1:, :-1]
     # Each pair map is credited to both of its tokens: the first token of a
-    # pair is padded after the pair map, the second one before it.
+    # pair is padded after the pair map, the second one before it. The
+    # three pair maps between two grid rows are summed before their rows
+    # are padded.
     before, after, none = (1, 0), (0, 1), (0, 0)
     row = ops.zeros_like(inv[:, :1])  # (B, 1, w)
-    short_row = row[:, :, 1:]  # (B, 1, w-1)
     col = ops.zeros_like(inv[:, :, :1])  # (B, h, 1)
-
-    def pad(x, rows, cols):
-        # Rows are padded first: the column padding always sees h rows.
-        return _pad_grid(x, rows, cols, row if cols == none else short_row, col)
-
+    short_col = col[:, 1:]  # (B, h-1, 1)
+    upper = (
+        down
+        + _pad_grid(down_right, none, after, None, short_col)
+        + _pad_grid(down_left, none, before, None, short_col)
+    )
+    lower = (
+        down
+        + _pad_grid(down_right, none, before, None, short_col)
+        + _pad_grid(down_left, none, after, None, short_col)
+    )
     return (
-        pad(right, none, after)
-        + pad(right, none, before)
-        + pad(down, after, none)
-        + pad(down, before, none)
-        + pad(down_right, after, after)
-        + pad(down_right, before, before)
-        + pad(down_left, after, before)
-        + pad(down_left, before, after)
+        _pad_grid(right, none, after, None, col)
+        + _pad_grid(right, none, before, None, col)
+        + _pad_grid(upper, after, none, row, None)
+        + _pad_grid(lower, before, none, row, None)
     )
 
 
@@ -498,17 +517,15 @@ def unit_tokens_and_pairs(tokens, epsilon=EPSILON):
 
     def plain():
         norms = ops.sqrt(ops.maximum(squared, _NORM_FLOOR))
-        return tokens, ops.ones_like(squared), norms, pairs
+        return tokens, 1.0 / (norms + epsilon), pairs
 
     def scaled():
         unit, scale, unit_norms = _scaled_tokens(tokens)
-        return unit, scale, unit_norms, _window_pair_dots(unit)[1]
+        inv = 1.0 / (unit_norms + epsilon / scale)
+        return unit, inv, _window_pair_dots(unit)[1]
 
     # As in `_safe_unit_tokens`: scale only when a squared norm overflows.
-    unit, scale, unit_norms, pairs = ops.cond(
-        ops.all(ops.isfinite(squared)), plain, scaled
-    )
-    return unit, 1.0 / (unit_norms + epsilon / scale), pairs
+    return _cond(ops.all(ops.isfinite(squared)), plain, scaled)
 
 
 def scores_and_redundancy(tokens, kernel, epsilon=EPSILON):
