@@ -76,14 +76,21 @@ def _with_previous_ops(fn):
 
 def _interleaved_medians(runners, args, repeats, warmup=2):
     """Median time of each runner, calls interleaved so that load on a
-    shared machine hits all of them alike."""
+    shared machine hits all of them alike.
+
+    Each timed call follows an untimed call of the same runner, so that
+    every runner is timed in its steady state: right after another
+    implementation's large temporaries are freed, the allocator may have
+    returned their memory to the system, and the next large allocation
+    pays for fresh pages (up to several ms per call here).
+    """
     for run in runners.values():
         for _ in range(warmup):
             run(*args)
     samples = {name: [] for name in runners}
     for _ in range(repeats):
         for name, run in runners.items():
-            samples[name].append(_harness.median_time(run, args, warmup=0, repeats=1))
+            samples[name].append(_harness.median_time(run, args, warmup=1, repeats=1))
     return {name: float(np.median(t)) for name, t in samples.items()}
 
 
@@ -247,7 +254,8 @@ def to_markdown(report):
             "",
             "Passes: the layer's time over one elementwise multiply of its input "
             "(same run). Previous: the fast path before issue 17, same run. Times: "
-            "medians of calls interleaved between the implementations.",
+            "medians of calls interleaved between the implementations, each "
+            "timed call right after an untimed one of the same implementation.",
             "",
             "| shape | p | fwd ms | naive fwd ms | fwd speedup | fwd passes "
             "| fwd+bwd ms | naive fwd+bwd ms | fwd+bwd speedup | fwd+bwd passes "

@@ -399,10 +399,11 @@ def _window_pair_dots(tokens):
     `(B, gh, gw)`.
     """
     _, height, width, depth = tokens.shape
-    flat = ops.reshape(tokens, (-1, depth)).contiguous()
+    # Torch tensor methods: `ops.reshape` costs tens of microseconds a call.
+    flat = tokens.reshape(-1, depth).contiguous()
     near, far = _torch_window_dots_function().apply(flat, width)
-    near = ops.reshape(near, (-1, height, width, 2))
-    far = ops.reshape(far, (-1, height, width, 3))
+    near = near.view(-1, height, width, 2)
+    far = far.view(-1, height, width, 3)
     right = near[:, :, :-1, 1]
     down = far[:, :-1, :, 1]
     down_right = far[:, :-1, :-1, 2]

@@ -387,8 +387,9 @@ class EnergyMask(keras.layers.Layer):
             unit, inv = ersm_ops.unit_tokens(tokens)
             scores = ersm_ops.projections(unit, inv, kernel) + bias
             return {"scores": scores, "keep": self._keep(scores)}
-        # The norms and the neighbour dot products in one go (on torch one
-        # read of the tokens); `p_hat` is never materialised.
+        # The norms and the neighbour dot products together (on torch from
+        # two batched matmuls over strided windows of the tokens); `p_hat`
+        # is never materialised.
         unit, inv, pairs = ersm_ops.unit_tokens_and_pairs(tokens)
         dots = ops.matmul(unit, kernel)[..., 0]
         scores = dots * inv + bias
