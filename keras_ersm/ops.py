@@ -295,38 +295,50 @@ def _torch_window_dots_function():
         return _TORCH_WINDOW_DOTS[0]
     import torch
 
-    def windows(x, start, count, size):
-        # windows(x, s, n, m)[i, t] = x[s + i + t], a view of x.
+    def windows(x, start, count, size, step=1):
+        # windows(x, s, n, m, step)[i, t] = x[s + step * i + t], a view of x.
         depth = x.shape[1]
         return x.as_strided(
-            (count, size, depth), (depth, depth, 1), x.storage_offset() + start * depth
+            (count, size, depth),
+            (step * depth, depth, 1),
+            x.storage_offset() + start * depth,
         )
 
     class WindowDots(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, width):
-            n = x.shape[0]
+            n, depth = x.shape
             # near[i] = (x_i . x_i, x_i . x_{i+1}); far[i, t] = x_i . x_{i+k_t}.
             near = x.new_zeros((n, 2))
             far = x.new_zeros((n, 3))
-            bulk = max(n - width - 1, 0)  # rows with all three far partners
-            if n > 1:
-                torch.bmm(
-                    x[: n - 1].unsqueeze(1),
-                    windows(x, 0, n - 1, 2).transpose(1, 2),
-                    out=near[: n - 1].unsqueeze(1),
+            # Rows in pairs (2j, 2j+1), a view of x, against windows of the
+            # rows from 2j (near) and from 2j+w-1 (far): half as many
+            # matmuls, each twice as large, measured faster than one row
+            # at a time.
+            blocks = max((n - 1) // 2, 0)  # the near window 2j .. 2j+2 exists
+            if blocks:
+                gram = torch.bmm(
+                    x[: 2 * blocks].view(blocks, 2, depth),
+                    windows(x, 0, blocks, 3, step=2).transpose(1, 2),
                 )
-            if n > 0:
-                near[n - 1, 0] = torch.dot(x[n - 1], x[n - 1])
-            if bulk:
-                torch.bmm(
-                    x[:bulk].unsqueeze(1),
-                    windows(x, width - 1, bulk, 3).transpose(1, 2),
-                    out=far[:bulk].unsqueeze(1),
+                near[0 : 2 * blocks : 2] = gram[:, 0, :2]
+                near[1 : 2 * blocks : 2] = gram[:, 1, 1:]
+            for i in range(2 * blocks, n):
+                near[i, 0] = torch.dot(x[i], x[i])
+                if i + 1 < n:
+                    near[i, 1] = torch.dot(x[i], x[i + 1])
+            blocks = max((n - width - 1) // 2, 0)  # far window to 2j+w+2
+            if blocks:
+                gram = torch.bmm(
+                    x[: 2 * blocks].view(blocks, 2, depth),
+                    windows(x, width - 1, blocks, 4, step=2).transpose(1, 2),
                 )
+                far[0 : 2 * blocks : 2] = gram[:, 0, :3]
+                far[1 : 2 * blocks : 2] = gram[:, 1, 1:]
+            done = 2 * blocks
             for t, k in enumerate((width - 1, width, width + 1)):
-                if n - k > bulk:
-                    far[bulk : n - k, t] = (x[bulk : n - k] * x[bulk + k :]).sum(-1)
+                if n - k > done:
+                    far[done : n - k, t] = (x[done : n - k] * x[done + k :]).sum(-1)
             ctx.save_for_backward(x)
             ctx.width = width
             ctx.set_materialize_grads(False)
