@@ -74,8 +74,7 @@ def _check_rank(x, model, data):
     expected = len(inputs[0].shape)
     if len(leaves[0].shape) != expected:
         hint = (
-            "The data yields single examples: batch it (e.g. "
-            "`dataset.batch(32)`)"
+            "The data yields single examples: batch it (e.g. `dataset.batch(32)`)"
             if len(leaves[0].shape) == expected - 1
             else ""
         )

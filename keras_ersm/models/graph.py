@@ -205,8 +205,12 @@ def trace(model, call, descend=lambda layer: False):
             return _replay(inner, x, call_function)
         return call(layer, *args, **kwargs)
 
+    view = functional(model)
+    # A plain, uncompiled Functional over the same layers: `clone_model`
+    # would otherwise re-compile its copy of a compiled model.
+    view = keras.Model(view.input, view.output, name=view.name)
     clone = keras.models.clone_model(
-        functional(model), clone_function=_same, call_function=call_function
+        view, clone_function=_same, call_function=call_function
     )
     return clone.input, clone.output
 
