@@ -323,10 +323,9 @@ def _torch_window_dots_function():
                 )
                 near[0 : 2 * blocks : 2] = gram[:, 0, :2]
                 near[1 : 2 * blocks : 2] = gram[:, 1, 1:]
-            for i in range(2 * blocks, n):
-                near[i, 0] = torch.dot(x[i], x[i])
-                if i + 1 < n:
-                    near[i, 1] = torch.dot(x[i], x[i + 1])
+            done = 2 * blocks  # at most two rows left
+            near[done:, 0] = (x[done:] * x[done:]).sum(-1)
+            near[done : n - 1, 1] = (x[done : n - 1] * x[done + 1 :]).sum(-1)
             blocks = max((n - width - 1) // 2, 0)  # far window to 2j+w+2
             if blocks:
                 gram = torch.bmm(
