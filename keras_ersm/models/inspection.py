@@ -175,10 +175,14 @@ def keep_maps(model, x, layer=None, batch_size=32, verbose=0):
     A shortcut for `energy_terms(...)["keep"]`, for plots and evaluation.
 
     Args:
-        model, x, layer, batch_size, verbose: as for `energy_terms`: a
-            Functional or Sequential model, any data `model.evaluate`
-            accepts, the mask (`None` for all), images per forward pass,
-            progress display.
+        model: a Functional or Sequential model with `EnergyMask` layers.
+        x: the images, in any form `model.evaluate` accepts (see
+            `energy_terms`).
+        layer: an `EnergyMask` layer or its name; `None` for all.
+            Defaults to `None`.
+        batch_size: images per forward pass. Defaults to `32`.
+        verbose: `0`, `1`, `"auto"` or `2`, as in `model.evaluate`.
+            Defaults to `0`.
 
     Returns:
         For one `layer`: a NumPy float32 array `(N, gh, gw)` of keep
