@@ -54,6 +54,8 @@ VARIANTS = {
     "full_gradient": {"energy_feature_gradient": 1.0},
     "half_gradient": {"energy_feature_gradient": 0.5},
     "no_energy": {"energy_regularizer": None},
+    # The energy sets the keep level (bias) but not the ranking (kernel).
+    "kernel_stop": {"energy_kernel_gradient": 0.0},
 }
 
 DATASETS = {

@@ -157,6 +157,16 @@ class EnergyMask(keras.layers.Layer):
             "Trainability"); `1` is the reference layer. The forward values
             do not depend on it. Defaults to `0.0` (`EnergyMask.paper()`
             uses `1.0`).
+        energy_kernel_gradient: float in `[0, 1]`, the scale of the energy
+            loss's gradient that reaches the scoring `kernel` (the bias and
+            the coherence always get it in full). `0` lets the energy set
+            how much the mask keeps (through the bias) while the task alone
+            decides where (through the kernel): on ReLU features the energy
+            otherwise lowers itself by scoring every non-empty token above
+            the empty ones, which were measured to keep a CNN whose features
+            are mostly zero early in training from recovering
+            (docs/concepts.md, "Trainability"). `1` is the reference layer.
+            The forward values do not depend on it. Defaults to `1.0`.
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -207,6 +217,7 @@ class EnergyMask(keras.layers.Layer):
         padding="valid",
         data_format=None,
         energy_feature_gradient=0.0,
+        energy_kernel_gradient=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -236,6 +247,12 @@ class EnergyMask(keras.layers.Layer):
         self.energy_feature_gradient = _validation.check_number(
             "energy_feature_gradient",
             energy_feature_gradient,
+            minimum=0.0,
+            maximum=1.0,
+        )
+        self.energy_kernel_gradient = _validation.check_number(
+            "energy_kernel_gradient",
+            energy_kernel_gradient,
             minimum=0.0,
             maximum=1.0,
         )
@@ -279,6 +296,7 @@ class EnergyMask(keras.layers.Layer):
             energy_regularizer=EnergyRegularizer(unary=1e-3, pairwise=1e-3),
             rescale=False,
             energy_feature_gradient=1.0,
+            energy_kernel_gradient=1.0,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -395,25 +413,28 @@ class EnergyMask(keras.layers.Layer):
         scores = dots * inv + bias
         terms = {"scores": scores, "keep": self._keep(scores)}
         scale = self.energy_feature_gradient
-        if scale == 1.0:
+        kernel_scale = self.energy_kernel_gradient
+        if scale == 1.0 and kernel_scale == 1.0:
             energy_scores, energy_keep = scores, terms["keep"]
         else:
-            # Same values, gradient to the features scaled by `scale` (0:
-            # the energy trains only the mask's own weights); the keep that
-            # multiplies the features keeps the full task gradient. The
-            # scaling acts on `(B, gh, gw)` maps, never on the tokens: the
-            # kernel's gradient comes from a second matvec on the frozen
-            # tokens (same values as `dots`), the features' from `dots`.
+            # Same values; the energy's gradient to the features is scaled
+            # by `scale` and to the kernel by `kernel_scale` (the keep that
+            # multiplies the features keeps the full task gradient). The
+            # scaling acts on `(B, gh, gw)` maps, never on the tokens:
+            # `kernel_dots` (a second matvec on the frozen tokens, same
+            # values as `dots`) carries the kernel's gradient alone, and
+            # `dots - kernel_dots` the features' alone.
             kernel_dots = ops.matmul(ops.stop_gradient(unit), kernel)[..., 0]
-            if scale == 0.0:
+            if scale == 0.0 and kernel_scale == 1.0:
                 energy_dots = kernel_dots
             else:
-                frozen = ops.stop_gradient(dots)
-                energy_dots = (
-                    frozen
-                    + scale * (dots - frozen)
-                    + (1.0 - scale) * (kernel_dots - ops.stop_gradient(kernel_dots))
-                )
+                energy_dots = ops.stop_gradient(dots)
+                if scale != 0.0:
+                    energy_dots = energy_dots + scale * (dots - kernel_dots)
+                if kernel_scale != 0.0:
+                    energy_dots = energy_dots + kernel_scale * (
+                        kernel_dots - ops.stop_gradient(kernel_dots)
+                    )
             inv = _scale_gradient(inv, scale)
             pairs = [_scale_gradient(p, scale) for p in pairs]
             energy_scores = energy_dots * inv + bias
@@ -530,6 +551,7 @@ class EnergyMask(keras.layers.Layer):
                 "padding": self.padding,
                 "data_format": self.data_format,
                 "energy_feature_gradient": self.energy_feature_gradient,
+                "energy_kernel_gradient": self.energy_kernel_gradient,
             }
         )
         return config

@@ -75,11 +75,46 @@ def test_energy_feature_gradient_scales_the_backbone_gradient():
     np.testing.assert_allclose(half_bias, full_bias, rtol=1e-4, atol=1e-7)
 
 
+def test_energy_kernel_gradient_zero_leaves_the_kernel_to_the_task():
+    _, kernel, bias = _energy_only_step({"energy_kernel_gradient": 0.0})
+    np.testing.assert_array_equal(kernel, np.zeros_like(kernel))
+    # The energy still sets the keep level through the bias.
+    assert np.abs(bias).max() > 0
+
+
+@pytest.mark.parametrize("feature_scale", [0.0, 1.0])
+def test_energy_kernel_gradient_scales_only_the_kernel_update(feature_scale):
+    full = _energy_only_step({"energy_feature_gradient": feature_scale})
+    half = _energy_only_step(
+        {"energy_feature_gradient": feature_scale, "energy_kernel_gradient": 0.5}
+    )
+    assert np.abs(full[1]).max() > 0
+    np.testing.assert_allclose(half[1], 0.5 * full[1], rtol=1e-3, atol=1e-7)
+    # The backbone and the bias get the same update whatever the scale.
+    np.testing.assert_allclose(half[0], full[0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(half[2], full[2], rtol=1e-4, atol=1e-7)
+
+
+def test_energy_kernel_gradient_validation_and_config():
+    for value in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="energy_kernel_gradient"):
+            keras_ersm.EnergyMask(energy_kernel_gradient=value)
+    with pytest.raises(TypeError, match="energy_kernel_gradient"):
+        keras_ersm.EnergyMask(energy_kernel_gradient="none")
+    layer = keras_ersm.EnergyMask(energy_kernel_gradient=np.float32(0.25))
+    config = layer.get_config()
+    assert config["energy_kernel_gradient"] == 0.25
+    assert keras_ersm.EnergyMask.from_config(config).energy_kernel_gradient == 0.25
+    assert keras_ersm.EnergyMask.paper().energy_kernel_gradient == 1.0
+
+
 @pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
 def test_forward_values_do_not_depend_on_the_gradient_scale(scale):
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 5)).astype("float32")
     reference = keras_ersm.EnergyMask(energy_feature_gradient=1.0)
-    layer = keras_ersm.EnergyMask(energy_feature_gradient=scale)
+    layer = keras_ersm.EnergyMask(
+        energy_feature_gradient=scale, energy_kernel_gradient=1.0 - scale
+    )
     reference.build(x.shape)
     layer.build(x.shape)
     layer.set_weights(reference.get_weights())
