@@ -40,6 +40,9 @@ VARIANTS = {
     "ersm": {},
     "ersm_coherent": {"coherence_steps": 2},
     "ersm_t05": {"temperature": 0.5},
+    # The energy trains the bias, not the ranking (docs/concepts.md,
+    # "Trainability").
+    "ersm_kernel_stop": {"energy_kernel_gradient": 0.0},
     "paper": "paper",
 }
 
