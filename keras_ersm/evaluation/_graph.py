@@ -11,6 +11,9 @@ builds flat Functional models that share the original layers and weights:
   `"cut_0"`, `"cut_1"`, ...);
 - `second` / `head`: `[features, ..., *cuts] -> output`.
 
+Deletion cuts at an `EnergyMask` or at any layer with a 4-D output (`Cut`:
+there, an all-ones keep map and no scores).
+
 `cuts` are the tensors computed before the layer that the part after it
 still needs (skip connections around the layer). The splits are cached per
 (model, layer, mode), so callbacks do not re-trace every epoch. See the
@@ -58,6 +61,24 @@ def resolve_mask_layer(model, layer=None):
     return found
 
 
+def resolve_cut_layer(model, layer=None):
+    """The layer deletion cuts at: the named layer (an `EnergyMask` or any
+    layer, whose 4-D output the split checks), or the last `EnergyMask`."""
+    if layer is None:
+        if isinstance(model, keras.Model) and not energy_mask_layers(model):
+            raise ValueError(
+                f"Invalid value for argument `layer`. Model {model.name!r} has "
+                "no EnergyMask layer to default to: pass the name of a layer "
+                "with a 4-D output to cut at (e.g. the last convolution), or "
+                "add a mask with `keras_ersm.models.insert_energy_masks(model, "
+                "at=...)`. Received: layer=None"
+            )
+        return resolve_mask_layer(model)
+    if not isinstance(model, keras.Model):
+        raise invalid_type("model", "a Keras model", model)
+    return find_layer(model, layer)
+
+
 class _Tile(keras.layers.Layer):
     """Repeats `x` along the batch axis to the batch size of `reference`."""
 
@@ -69,22 +90,89 @@ class _Tile(keras.layers.Layer):
         return (None,) + tuple(x_shape[1:])
 
 
+def layer_data_format(layer):
+    """A layer's `data_format`, or the Keras default for a layer without one."""
+    return getattr(layer, "data_format", None) or keras.config.image_data_format()
+
+
+class Cut:
+    """Where deletion cuts a model: an `EnergyMask` or a layer with a 4-D output.
+
+    At an `EnergyMask` the tokens, keep map and `apply_keep` are the mask's.
+    At any other layer a token is one spatial position of the layer's output
+    (`patch_size=1`), the keep map is all ones and there are no scores (no
+    energy order): the layer behaves as an identity `EnergyMask` with
+    `rescale=True` would, so deleting tokens zeroes them and, unless the
+    binary mask replaces the keep (`replace_keep=True`), multiplies the
+    remaining features by `1 / (kept fraction)`.
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.name = layer.name
+        self.is_mask = isinstance(layer, EnergyMask)
+        if self.is_mask:
+            self.patch_size = layer.patch_size
+            self.data_format = layer.data_format
+            self.padding = layer.padding
+            self.rescale = layer.rescale
+        else:
+            self.patch_size = 1
+            self.data_format = layer_data_format(layer)
+            self.padding = "valid"
+            self.rescale = True
+
+    def terms(self, features):
+        """Symbolic dict of `(B, gh, gw)` tensors: `"keep"`, `"norms"` and,
+        at an `EnergyMask`, `"scores"`."""
+        if self.is_mask:
+            return inspection.MaskTerms(self.layer, norms=True)(features)
+        return _PlainTerms(self.data_format)(features)
+
+    def apply_keep(self, features, keep):
+        """`EnergyMask.apply_keep`, or its identity-mask equivalent."""
+        if self.is_mask:
+            return self.layer.apply_keep(features, keep)
+        features = ops.convert_to_tensor(features)
+        if "float" not in keras.backend.standardize_dtype(features.dtype):
+            features = ops.cast(features, "float32")
+        keep = ops.cast(keep, "float32")
+        if self.rescale:
+            mean_keep = ops.mean(keep, axis=(1, 2), keepdims=True)
+            keep = keep / (mean_keep + ersm_ops.EPSILON)
+        axis = 1 if self.data_format == "channels_first" else -1
+        return features * ops.expand_dims(ops.cast(keep, features.dtype), axis)
+
+
+class _PlainTerms(keras.layers.Layer):
+    """The deletion terms at a layer that is not a mask: an all-ones keep
+    and the norms of its one-position tokens (float32, `(B, h, w)`)."""
+
+    def __init__(self, data_format, **kwargs):
+        super().__init__(**kwargs)
+        self._data_format = data_format
+
+    def call(self, features):
+        x = ersm_ops.to_channels_last(ops.cast(features, "float32"), self._data_format)
+        norms = ops.cast(ersm_ops.token_norms(ersm_ops.tokenize(x, 1)), "float32")
+        return {"keep": ops.ones_like(norms), "norms": norms}
+
+
 class _MaskedFeatures(keras.layers.Layer):
-    """`EnergyMask.apply_keep` with the features tiled to the keep's batch.
+    """`Cut.apply_keep` with the features tiled to the keep's batch.
 
     Rows of `keep` are ordered step-major: row `s * B + b` is image `b`.
     With `replace=True` the keep map is applied without rescaling (the
     reference deletion protocol).
     """
 
-    def __init__(self, mask_layer, replace, **kwargs):
+    def __init__(self, cut, replace, **kwargs):
         super().__init__(**kwargs)
         # Bound methods and plain values are not tracked as sublayers.
-        self._apply_keep = mask_layer.apply_keep
-        self._patch_size = mask_layer.patch_size
-        self._data_format = mask_layer.data_format
-        self._padding = mask_layer.padding
-        self._rescale = mask_layer.rescale
+        self._apply_keep = cut.apply_keep
+        self._patch_size = cut.patch_size
+        self._data_format = cut.data_format
+        self._rescale = cut.rescale
         self._replace = replace
 
     def call(self, features, keep):
@@ -197,28 +285,43 @@ class _Split:
         return [outs[f"cut_{i}"] for i in range(self.num_cuts)]
 
 
+def _check_4d(op, outputs):
+    """Raises a clear error when a cut layer's output is not one 4-D tensor."""
+    if not isinstance(outputs, keras.KerasTensor) or len(outputs.shape) != 4:
+        raise invalid("layer", "a layer with one 4-D output", getattr(op, "name", op))
+
+
 class DeletionSplit(_Split):
-    """Sub-models for deletion: `first` gives features, scores, keep and
-    norms; `second` runs the rest for rows of keep maps; `head` runs the rest
-    from the masked features."""
+    """Sub-models for deletion: `first` gives features, keep, norms (and, at
+    an `EnergyMask`, scores); `second` runs the rest for rows of keep maps;
+    `head` runs the rest from the masked features.
+
+    At an `EnergyMask` the features are the mask's input; at any other layer
+    (see `Cut`) they are the layer's output.
+    """
 
     def __init__(self, model, layer, replace_keep):
         self.layer = layer
+        self.cut = cut = Cut(layer)
         holder = {}
 
         def replace(op, args, kwargs):
-            features = args[0] if args else kwargs["inputs"]
-            terms = inspection.MaskTerms(layer, norms=True)(features)
+            if cut.is_mask:
+                features = args[0] if args else kwargs["inputs"]
+            else:
+                features = op(*args, **kwargs)
+                _check_4d(op, features)
+            terms = cut.terms(features)
             # The keep input of `second` is computed from the features, so
             # the traced graph stays connected (`clone_model` builds it).
-            masked = _MaskedFeatures(layer, replace_keep)(features, terms["keep"])
+            masked = _MaskedFeatures(cut, replace_keep)(features, terms["keep"])
             holder.update(features=features, terms=terms, masked=masked)
             return True, masked, masked
 
         inputs, output, tracer = _trace(model, layer, replace)
         features, terms = holder["features"], holder["terms"]
         cuts = [t for t in tracer.cuts if t is not features]
-        named = {k: terms[k] for k in ("scores", "keep", "norms")}
+        named = {k: terms[k] for k in ("scores", "keep", "norms") if k in terms}
         self.first = keras.Model(inputs, _named(features, cuts, **named))
         self.second = keras.Model([features, terms["keep"], *cuts], output)
         self.head = keras.Model([holder["masked"], *tracer.cuts], output)
@@ -240,10 +343,7 @@ class OutputSplit(_Split):
     def __init__(self, model, layer):
         def replace(op, args, kwargs):
             outputs = op(*args, **kwargs)
-            if not isinstance(outputs, keras.KerasTensor) or len(outputs.shape) != 4:
-                raise invalid(
-                    "layer", "a layer with one 4-D output", getattr(op, "name", op)
-                )
+            _check_4d(op, outputs)
             return outputs, outputs, outputs
 
         inputs, output, tracer = _trace(model, layer, replace)

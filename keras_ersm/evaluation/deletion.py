@@ -1,4 +1,4 @@
-"""Deletion curves at an EnergyMask layer, with the deletion steps batched."""
+"""Deletion curves at an EnergyMask or any 4-D layer, with the steps batched."""
 
 import keras
 import numpy as np
@@ -11,7 +11,7 @@ DIRECTIONS = ("lerf", "morf")
 
 
 class DeletionCurveResult:
-    """Accuracy of a classifier as tokens are deleted at a mask layer.
+    """Accuracy of a classifier as tokens are deleted at a layer.
 
     Attributes:
         fractions: numpy array, deleted fraction of the tokens per step, from
@@ -22,7 +22,7 @@ class DeletionCurveResult:
         direction: `"lerf"` or `"morf"`.
         num_tokens: tokens per image `N` at the layer.
         num_images: images evaluated.
-        layer: name of the `EnergyMask` layer.
+        layer: name of the layer cut at (an `EnergyMask` or a 4-D layer).
         replace_keep: whether the binary mask replaced the soft keep.
 
     Examples:
@@ -95,7 +95,10 @@ class DeletionCurveResult:
         )
 
 
-def _check_orders(orders):
+def _check_orders(orders, cut):
+    """The orders to run at `cut` (a `_graph.Cut`): all that apply for `None`."""
+    if orders is None:
+        return ORDERS if cut.is_mask else tuple(o for o in ORDERS if o != "energy")
     if isinstance(orders, str):
         orders = (orders,)
     orders = tuple(orders)
@@ -105,6 +108,13 @@ def _check_orders(orders):
         or len(set(orders)) != len(orders)
     ):
         raise _graph.invalid("orders", f"distinct names among {ORDERS}", orders)
+    if "energy" in orders and not cut.is_mask:
+        raise _graph.invalid(
+            "orders",
+            f"orders without 'energy' at layer {cut.name!r}, which is not an "
+            "EnergyMask (it has no scores)",
+            orders,
+        )
     return orders
 
 
@@ -148,7 +158,7 @@ def pool_to_tokens(cam, patch_size):
 
 
 def _priorities(orders, scores, norms, cam, rng):
-    b = scores.shape[0]
+    b = norms.shape[0]
     out = {}
     for order in orders:
         if order == "energy":
@@ -159,7 +169,7 @@ def _priorities(orders, scores, norms, cam, rng):
         elif order == "grad_cam":
             out[order] = cam.reshape(b, -1)
         else:
-            out[order] = rng.random(scores.reshape(b, -1).shape)
+            out[order] = rng.random(norms.reshape(b, -1).shape)
     return out
 
 
@@ -167,7 +177,7 @@ def deletion_curve(
     model,
     data,
     layer=None,
-    orders=("energy", "magnitude", "random", "grad_cam"),
+    orders=None,
     direction="lerf",
     steps=None,
     replace_keep=False,
@@ -176,14 +186,15 @@ def deletion_curve(
     seed=0,
     verbose=0,
 ):
-    """Deletion curve: accuracy as tokens are deleted at an EnergyMask layer.
+    """Deletion curve: accuracy as tokens are deleted at a layer.
 
-    The model is split at the `EnergyMask` layer (also when the layer sits
-    inside a nested Functional backbone). The part before the layer runs
-    once per batch of images and gives the features, the layer's scores `z`,
-    keep map and token norms. For every number `k` of deleted tokens, a
-    binary mask removes the first `k` tokens of an order and only the part
-    after the layer runs, on `layer.apply_keep(features, keep * binary)`.
+    The model is split at the layer: an `EnergyMask`, or any layer with a
+    4-D output (also when the layer sits inside a nested Functional
+    backbone). The part before the cut runs once per batch of images and
+    gives the features, the layer's scores `z`, keep map and token norms.
+    For every number `k` of deleted tokens, a binary mask removes the first
+    `k` tokens of an order and only the part after the cut runs, on
+    `layer.apply_keep(features, keep * binary)`.
     The deletion steps of all orders are stacked along the batch axis, so
     the whole curve costs one pass of the first part plus a few large
     batched passes of the (usually small) second part.
@@ -195,19 +206,30 @@ def deletion_curve(
     output, for the predicted class, averaged per token) first. With
     `direction="morf"` each order is reversed.
 
+    At a layer that is not an `EnergyMask` (a baseline without a mask) a
+    token is one spatial position of the layer's output, the keep map is
+    all ones and there is no `"energy"` order. Deleting a token sets the
+    layer's output there to zero; with `replace_keep=False` the remaining
+    positions are also multiplied by `N / (N - k)` (the rescaling of an
+    `EnergyMask` with `rescale=True` and a keep of one, so the numbers
+    match those of an identity mask inserted after the layer), with
+    `replace_keep=True` they are left unchanged.
+
     Args:
-        model: a Functional or Sequential Keras classifier with an
-            `EnergyMask` layer.
+        model: a Functional or Sequential Keras classifier.
             A one-unit output is read as a logit (class 1 when > 0) unless
             the final layer has a sigmoid or softmax activation (class 1
             when > 0.5).
         data: labelled data as `model.evaluate` takes it: a tuple `(x, y)` of
             arrays (integer or one-hot labels), a `tf.data.Dataset` or any
             iterable of `(x, y)` batches, or a `keras.utils.PyDataset`.
-        layer: name or instance of the `EnergyMask` layer, or `None` for the
-            model's last one. Defaults to `None`.
-        orders: names among `"energy"`, `"magnitude"`, `"random"`,
-            `"grad_cam"`. Defaults to all four.
+        layer: name or instance of the layer to cut at, an `EnergyMask` or
+            any layer with a 4-D output, or `None` for the model's last
+            `EnergyMask`. Defaults to `None`.
+        orders: names among `"energy"` (only at an `EnergyMask`),
+            `"magnitude"`, `"random"`, `"grad_cam"`, or `None` for all that
+            apply: all four at an `EnergyMask`, the last three elsewhere.
+            Defaults to `None`.
         direction: `"lerf"` or `"morf"`. Defaults to `"lerf"`.
         steps: `None` for every `k = 0..N` (`N + 1` points, full
             resolution), or an int >= 2 for that many evenly spaced `k`
@@ -250,8 +272,8 @@ def deletion_curve(
     print(result.auc["energy"], result.to_dict()["fractions"][:3])
     ```
     """
-    mask = _graph.resolve_mask_layer(model, layer)
-    orders = _check_orders(orders)
+    cut = _graph.Cut(_graph.resolve_cut_layer(model, layer))
+    orders = _check_orders(orders, cut)
     if direction not in DIRECTIONS:
         raise _graph.invalid("direction", f"one of {DIRECTIONS}", direction)
     replace_keep = _validation.check_bool("replace_keep", replace_keep)
@@ -261,7 +283,7 @@ def deletion_curve(
     _data.check_batch_size(step_batch_size, "step_batch_size")
     if steps is not None:
         deletion_ks(2, steps)  # Validates before any work.
-    split = _graph.cached_split("deletion", model, mask, replace_keep)
+    split = _graph.cached_split("deletion", model, cut.layer, replace_keep)
     threshold = _data.output_threshold(model)
     rng = np.random.default_rng(seed)
 
@@ -271,7 +293,7 @@ def deletion_curve(
     batches = _data.iter_batches(data, batch_size, model=model)
     for x, y in _progress.track(batches, data, batch_size, verbose):
         outs = split.first.predict_on_batch(x)
-        features, scores = outs["features"], outs["scores"]
+        features, scores = outs["features"], outs.get("scores")
         keep, norms = outs["keep"], outs["norms"]
         cuts = split.cuts(outs)
         labels = _data.labels_to_classes(y)
@@ -287,7 +309,7 @@ def deletion_curve(
             correct = {o: np.zeros(len(ks), dtype="int64") for o in orders}
         cam = None
         if "grad_cam" in orders:
-            cam = _token_grad_cam(split, mask, outs, features, keep, threshold)
+            cam = _token_grad_cam(split, outs, features, keep, threshold)
         priorities = _priorities(orders, scores, norms, cam, rng)
         positions = {o: deletion_positions(p, direction) for o, p in priorities.items()}
         keep_flat = keep.reshape(b, -1)
@@ -320,18 +342,17 @@ def deletion_curve(
         direction,
         num_tokens,
         total,
-        mask.name,
+        cut.name,
         replace_keep,
     )
 
 
-def _token_grad_cam(split, mask, outs, features, keep, threshold):
-    """Grad-CAM at the mask layer's output, averaged per token."""
-    masked = _data.to_numpy(
-        mask.apply_keep(keras.ops.convert_to_tensor(features), keep)
-    )
+def _token_grad_cam(split, outs, features, keep, threshold):
+    """Grad-CAM at the cut layer's (masked) output, averaged per token."""
+    cut = split.cut
+    masked = _data.to_numpy(cut.apply_keep(keras.ops.convert_to_tensor(features), keep))
     head_cuts = split.head_cuts(outs)
     preds = split.head.predict_on_batch([masked, *head_cuts])
     classes = _data.predictions_to_classes(preds, threshold)
-    cam = gradients.head_cam(split.head, masked, head_cuts, classes, mask.data_format)
-    return pool_to_tokens(cam, mask.patch_size)
+    cam = gradients.head_cam(split.head, masked, head_cuts, classes, cut.data_format)
+    return pool_to_tokens(cam, cut.patch_size)

@@ -240,8 +240,8 @@ def test_errors(trained):
         keras_ersm.evaluation.deletion_curve(model, x)
     with pytest.raises(ValueError, match="without labels"):
         keras_ersm.evaluation.deletion_curve(model, [x[:8]])
-    with pytest.raises(ValueError, match="Received: layer='conv'"):
-        keras_ersm.evaluation.deletion_curve(model, (x, y), layer="conv")
+    with pytest.raises(ValueError, match="Received: layer='pool'"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), layer="pool")
     with pytest.raises(ValueError, match="layer='nope'"):
         keras_ersm.evaluation.deletion_curve(model, (x, y), layer="nope")
     with pytest.raises(ValueError, match="orders"):
@@ -277,3 +277,79 @@ def test_channels_first_same_padding_and_rescale():
     zeroed = np.argmax(keras.ops.convert_to_numpy(dense(np.zeros((8, 3)))), -1)
     assert hard.accuracy["energy"][0] == 100.0 * np.mean(unmasked == y)
     assert hard.accuracy["energy"][-1] == 100.0 * np.mean(zeroed == y)
+
+
+def _baseline():
+    """A Functional classifier without a mask, with a skip connection."""
+    keras.utils.set_random_seed(4)
+    bias = keras.initializers.RandomNormal(stddev=0.05)
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="c2")(h)
+    skip = keras.layers.Conv2D(8, 3, padding="same", bias_initializer=bias)(h)
+    h = keras.layers.Add()([h, skip])
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, bias_initializer=bias)(h))
+    x = np.random.default_rng(1).random((12, 16, 16, 3)).astype("float32")
+    return model, x, np.argmax(model.predict(x, verbose=0), -1)
+
+
+@pytest.mark.parametrize("replace_keep", [False, True])
+def test_baseline_cut_at_a_conv_equals_an_identity_mask_after_it(replace_keep):
+    model, x, y = _baseline()
+    result = keras_ersm.evaluation.deletion_curve(
+        model, (x, y), layer="c1", replace_keep=replace_keep, batch_size=8
+    )
+    assert result.layer == "c1" and result.num_tokens == 256
+    assert set(result.accuracy) == {"magnitude", "random", "grad_cam"}
+    for curve in result.accuracy.values():
+        assert curve[0] == 100.0 and len(curve) == 257
+    # The same numbers as an identity EnergyMask (keep = 1, rescale=True)
+    # inserted after the layer, which `evaluate` used to cut at.
+    masked = keras_ersm.models.insert_energy_masks(
+        model,
+        "c1",
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(-30.0),
+        energy_regularizer=None,
+        name="identity",
+    )
+    reference = keras_ersm.evaluation.deletion_curve(
+        masked,
+        (x, y),
+        layer="identity",
+        orders=("magnitude", "random", "grad_cam"),
+        replace_keep=replace_keep,
+        batch_size=8,
+    )
+    for order, curve in reference.accuracy.items():
+        np.testing.assert_allclose(result.accuracy[order], curve, atol=1e-9)
+
+
+def test_baseline_cut_at_a_sequential_conv(trained):
+    model, x, y = trained
+    plain = keras.Sequential(
+        [keras.Input((16, 16, 3)), model.get_layer("conv"), model.get_layer("pool")]
+        + [model.get_layer("dense")]
+    )
+    result = keras_ersm.evaluation.deletion_curve(
+        plain, (x[:16], y[:16]), layer="conv", steps=5
+    )
+    assert set(result.auc) == {"magnitude", "random", "grad_cam"}
+    assert result.num_tokens == 256
+    clean = _accuracy(plain.predict(x[:16], verbose=0), y[:16])
+    zeroed = _accuracy(plain.get_layer("dense")(np.zeros((16, 8))), y[:16])
+    for curve in result.accuracy.values():
+        assert curve[0] == clean and curve[-1] == zeroed
+
+
+def test_cut_layer_errors_name_the_layer():
+    model, x, y = _baseline()
+    with pytest.raises(ValueError, match="'energy'.*layer 'c2'.*not an EnergyMask"):
+        keras_ersm.evaluation.deletion_curve(
+            model, (x, y), layer="c2", orders=("energy", "random")
+        )
+    with pytest.raises(ValueError, match="4-D output.*Received: layer='pool'"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y), layer="pool")
+    with pytest.raises(ValueError, match="no EnergyMask.*4-D output"):
+        keras_ersm.evaluation.deletion_curve(model, (x, y))

@@ -595,40 +595,6 @@ def _check_occlusion(occlusion):
     return dict(occlusion)
 
 
-def _pass_through(model, cut):
-    """`model` with an identity EnergyMask after `cut` (for versions of
-    `deletion_curve` that cut only at an EnergyMask)."""
-    from keras_ersm.models import insert_energy_masks
-
-    if isinstance(model, keras.Sequential):
-        model = keras.Model(model.inputs, model.outputs)
-    before = {mask.name for mask in energy_mask_layers(model)}
-    clone = insert_energy_masks(
-        model,
-        cut.name,
-        recursive=True,
-        kernel_initializer="zeros",
-        bias_initializer=keras.initializers.Constant(-30.0),
-        energy_regularizer=None,
-    )
-    added = [m for m in energy_mask_layers(clone) if m.name not in before]
-    return clone, added[0]
-
-
-def _deletion(model, data, cut, orders, options):
-    try:
-        return deletion_curve(model, data, layer=cut, orders=orders, **options)
-    except ValueError as error:
-        if isinstance(cut, EnergyMask) or "EnergyMask" not in str(error):
-            raise
-    # This `deletion_curve` cuts only at an EnergyMask: cut at an identity
-    # mask after the layer (same outputs; keep = sigmoid(30) = 1).
-    clone, mask = _pass_through(model, cut)
-    result = deletion_curve(clone, data, layer=mask, orders=orders, **options)
-    result.layer = cut.name
-    return result
-
-
 def _collect_images(data, count, batch_size):
     """The first `count` images of `data` (all of them for `count=None`)."""
     parts, total = [], 0
@@ -772,7 +738,7 @@ def evaluate(
     if orders:
         _stage(f"deletion curves ({', '.join(orders)})", verbose)
         options = dict(steps=steps, batch_size=batch_size, seed=seed, verbose=verbose)
-        deletion = _deletion(model, data, cut, orders, options)
+        deletion = deletion_curve(model, data, layer=cut, orders=orders, **options)
     stats = None
     if is_mask:
         _stage("keep-map statistics", verbose)
