@@ -7,8 +7,9 @@ inside the object. Every configuration's numbers go to a JSON lines file.
 
 Usage:
 
-    KERAS_BACKEND=jax python -m benchmarks.defaults_search --configs paper neutral rescale \
-        --seeds 0 --epochs 6 --output benchmarks/results/defaults_search.jsonl
+    KERAS_BACKEND=jax python -m benchmarks.defaults_search \
+        --configs paper neutral rescale --seeds 0 --epochs 6 \
+        --output benchmarks/results/defaults_search.jsonl
 """
 
 import argparse
@@ -56,17 +57,27 @@ CONFIGS = {
     "u1e-2": cfg(energy_regularizer=R(1e-2, 1e-3)),
     "rescale_u1e-2": cfg(rescale=True, energy_regularizer=R(1e-2, 1e-3)),
     "rescale_u1e-1": cfg(rescale=True, energy_regularizer=R(1e-1, 1e-3)),
-    "rescale_u1e-2_coh2": cfg(rescale=True, coherence_steps=2, energy_regularizer=R(1e-2, 1e-3)),
-    "rescale_u1e-2_b2": cfg(rescale=True, bias_initializer=_const(2.0), energy_regularizer=R(1e-2, 1e-3)),
-    "rescale_u1e-2_T0.5": cfg(rescale=True, temperature=0.5, energy_regularizer=R(1e-2, 1e-3)),
-    "rescale_u1e-2_p2": cfg(rescale=True, patch_size=2, energy_regularizer=R(1e-2, 1e-3)),
+    "rescale_u1e-2_coh2": cfg(
+        rescale=True, coherence_steps=2, energy_regularizer=R(1e-2, 1e-3)
+    ),
+    "rescale_u1e-2_b2": cfg(
+        rescale=True, bias_initializer=_const(2.0), energy_regularizer=R(1e-2, 1e-3)
+    ),
+    "rescale_u1e-2_T0.5": cfg(
+        rescale=True, temperature=0.5, energy_regularizer=R(1e-2, 1e-3)
+    ),
+    "rescale_u1e-2_p2": cfg(
+        rescale=True, patch_size=2, energy_regularizer=R(1e-2, 1e-3)
+    ),
     "defaults": {},
 }
 
 
 def mask_metrics(model, x, masks):
     layer = model.get_layer("energy_mask")
-    features = keras.Model(model.input, layer.input).predict(x, verbose=0, batch_size=256)
+    features = keras.Model(model.input, layer.input).predict(
+        x, verbose=0, batch_size=256
+    )
     keep = keras.ops.convert_to_numpy(layer.energy_terms(features)["keep"])
     b, gh, gw = keep.shape
     h, w = masks.shape[1:]
@@ -98,7 +109,18 @@ def patch_occlusion(x, fraction=0.25, seed=0):
     return out
 
 
-def run(config, seed, epochs, n_train, n_test, data, batch_size=64, lr=2e-3, batchnorm=True, bn_momentum=0.99):
+def run(
+    config,
+    seed,
+    epochs,
+    n_train,
+    n_test,
+    data,
+    batch_size=64,
+    lr=2e-3,
+    batchnorm=True,
+    bn_momentum=0.99,
+):
     keras.utils.set_random_seed(seed)
     (xtr, ytr, _), (xte, yte, mte) = data
     model = build_model(CONFIGS[config], batchnorm=batchnorm, bn_momentum=bn_momentum)
@@ -149,16 +171,21 @@ def summarize(paths, output):
         rows = [json.loads(line) for line in open(path)]
         bn = rows[0].get("batchnorm", True)
         lines += [
-            f"## {os.path.basename(path)} ({'with' if bn else 'without'} BatchNorm, seed {rows[0]['seed']})",
+            f"## {os.path.basename(path)} ({'with' if bn else 'without'} "
+            f"BatchNorm, seed {rows[0]['seed']})",
             "",
-            "| config | accuracy | p25 | mean keep | active | spread | mass ratio | final loss |",
+            "| config | accuracy | p25 | mean keep | active | spread | mass ratio "
+            "| final loss |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
-                f"| {r['config']} | {100 * r['accuracy']:.1f} | {100 * r['accuracy_patch25']:.1f} | "
-                f"{r.get('mean_keep', 1.0):.3f} | {r.get('active_fraction', 1.0):.3f} | "
-                f"{r.get('keep_spread_across_images', 0.0):.3f} | {r.get('mass_ratio', 1.0):.2f} | "
+                f"| {r['config']} | {100 * r['accuracy']:.1f} | "
+                f"{100 * r['accuracy_patch25']:.1f} | "
+                f"{r.get('mean_keep', 1.0):.3f} | "
+                f"{r.get('active_fraction', 1.0):.3f} | "
+                f"{r.get('keep_spread_across_images', 0.0):.3f} | "
+                f"{r.get('mass_ratio', 1.0):.2f} | "
                 f"{r['train_loss'][-1]:.3f} |"
             )
         lines.append("")
@@ -168,8 +195,11 @@ def summarize(paths, output):
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--summarize", action="store_true",
-                        help="write benchmarks/results/defaults.md from the rounds' JSON lines")
+    parser.add_argument(
+        "--summarize",
+        action="store_true",
+        help="write benchmarks/results/defaults.md from the rounds' JSON lines",
+    )
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=6)
@@ -183,7 +213,8 @@ def main(argv=None):
     if args.summarize:
         results = os.path.join(os.path.dirname(__file__), "results")
         rounds = sorted(
-            os.path.join(results, f) for f in os.listdir(results)
+            os.path.join(results, f)
+            for f in os.listdir(results)
             if f.startswith("defaults_round") and f.endswith(".jsonl")
         )
         summarize(rounds, os.path.join(results, "defaults.md"))
@@ -191,12 +222,37 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     for seed in args.seeds:
         data = (
-            make_cluttered(args.n_train, clutter=args.clutter, distractors=args.distractors, split="train", seed=seed),
-            make_cluttered(args.n_test, clutter=args.clutter, distractors=args.distractors, split="test", seed=seed),
+            make_cluttered(
+                args.n_train,
+                clutter=args.clutter,
+                distractors=args.distractors,
+                split="train",
+                seed=seed,
+            ),
+            make_cluttered(
+                args.n_test,
+                clutter=args.clutter,
+                distractors=args.distractors,
+                split="test",
+                seed=seed,
+            ),
         )
         for config in args.configs:
-            result = run(config, seed, args.epochs, args.n_train, args.n_test, data, batchnorm=not args.no_batchnorm)
-            result.update(batchnorm=not args.no_batchnorm, clutter=args.clutter, distractors=args.distractors, backend=keras.backend.backend())
+            result = run(
+                config,
+                seed,
+                args.epochs,
+                args.n_train,
+                args.n_test,
+                data,
+                batchnorm=not args.no_batchnorm,
+            )
+            result.update(
+                batchnorm=not args.no_batchnorm,
+                clutter=args.clutter,
+                distractors=args.distractors,
+                backend=keras.backend.backend(),
+            )
             print(json.dumps(result), flush=True)
             with open(args.output, "a") as f:
                 f.write(json.dumps(result) + "\n")

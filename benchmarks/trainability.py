@@ -411,7 +411,10 @@ def main(argv=None):
     if args.train_size is not None:
         settings["train_size"] = args.train_size
     jsonl, md = _paths(args.tag)
-    title = f"Trainability matrix ({keras.backend.backend()}{', ' + args.tag if args.tag else ''})"
+    title = (
+        f"Trainability matrix ({keras.backend.backend()}"
+        f"{', ' + args.tag if args.tag else ''})"
+    )
     if not args.summarize:
         os.makedirs(RESULTS, exist_ok=True)
         done = {_key(r) for r in read_records(jsonl)}

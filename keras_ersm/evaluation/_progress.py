@@ -8,8 +8,8 @@ import math
 
 import keras
 
-from keras_ersm.evaluation import _data
 from keras_ersm._validation import invalid
+from keras_ersm.evaluation import _data
 
 
 def check_verbose(verbose):

@@ -9,7 +9,6 @@ Measured on JAX: accuracy 0.63 (chance 0.25), mean keep 0.14.
 """
 
 import keras
-import numpy as np
 import pytest
 
 import keras_ersm
@@ -46,7 +45,13 @@ def _train(mask_layer, data, seed=0, epochs=5):
 
 @pytest.fixture(scope="module")
 def data():
-    kwargs = dict(num_classes=NUM_CLASSES, clutter=0.3, distractors=2, object_scale=(0.6, 0.9), seed=0)
+    kwargs = dict(
+        num_classes=NUM_CLASSES,
+        clutter=0.3,
+        distractors=2,
+        object_scale=(0.6, 0.9),
+        seed=0,
+    )
     return (
         make_cluttered(1600, split="train", **kwargs),
         make_cluttered(400, split="test", **kwargs),

@@ -196,7 +196,7 @@ def test_gradients_are_finite_and_reach_all_weights():
         return ops.sum(layer(x)) + energy
 
     grads = _gradients(loss_fn, layer.trainable_weights)
-    for var, grad in zip(layer.trainable_weights, grads):
+    for var, grad in zip(layer.trainable_weights, grads, strict=True):
         grad = _np(grad)
         assert np.all(np.isfinite(grad)), var.name
         assert np.any(grad != 0), var.name
@@ -219,7 +219,7 @@ def _gradients(loss_fn, variables):
 
     def stateless(vals):
         with keras.StatelessScope(
-            state_mapping=list(zip(variables, vals))
+            state_mapping=list(zip(variables, vals, strict=True))
         ):
             return loss_fn()
 
@@ -271,9 +271,17 @@ def test_config_round_trip_and_json():
     )
     config = layer.get_config()
     expected_keys = {
-        "patch_size", "temperature", "bias", "kernel_initializer",
-        "bias_initializer", "coherence_steps", "coherence_init",
-        "energy_regularizer", "rescale", "padding", "data_format",
+        "patch_size",
+        "temperature",
+        "bias",
+        "kernel_initializer",
+        "bias_initializer",
+        "coherence_steps",
+        "coherence_init",
+        "energy_regularizer",
+        "rescale",
+        "padding",
+        "data_format",
     }
     assert expected_keys <= set(config)
     clone = keras_ersm.EnergyMask.from_config(config)
@@ -454,7 +462,9 @@ def test_invalid_arguments(kwargs, received, error):
         keras_ersm.EnergyMask(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [dict(unary=-1.0), dict(pairwise=-2), dict(weight=-0.1)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(unary=-1.0), dict(pairwise=-2), dict(weight=-0.1)]
+)
 def test_invalid_regularizer_weights(kwargs):
     name, value = next(iter(kwargs.items()))
     with pytest.raises(ValueError, match=f"Received: {name}={value}"):
@@ -469,7 +479,9 @@ def test_wrong_rank():
 
 
 def test_non_divisible_valid_padding():
-    with pytest.raises(ValueError, match=r"input_shape=\(None, 5, 4, 3\).*padding='same'"):
+    with pytest.raises(
+        ValueError, match=r"input_shape=\(None, 5, 4, 3\).*padding='same'"
+    ):
         keras_ersm.EnergyMask(patch_size=2).build((None, 5, 4, 3))
 
 
