@@ -39,32 +39,32 @@ def _is_inputs(value):
     return False
 
 
-def _split_item(item, data, labels):
+def _split_item(item, data, labels, argument="data"):
     if isinstance(item, tuple) and len(item) in (2, 3):
         x, y = item[0], item[1]
     else:
         x, y = item, None
     if labels and y is None:
         raise ValueError(
-            "Invalid value for argument `data`. Expected labelled data: "
+            f"Invalid value for argument `{argument}`. Expected labelled data: "
             "`(x, y)` arrays, or a dataset / PyDataset yielding `(x, y)` "
-            f"batches. Received: data={_describe(data)} without labels"
+            f"batches. Received: {argument}={_describe(data)} without labels"
         )
     x = keras.tree.map_structure(to_numpy, x)
     return x, (None if y is None else to_numpy(y))
 
 
-def _check_label_count(num, y):
+def _check_label_count(num, y, argument="data"):
     count = len(y) if np.ndim(y) else 1
     if count != num:
         raise invalid(
-            "data",
+            argument,
             "as many labels as images",
             f"{num} images and {count} labels",
         )
 
 
-def _check_rank(x, model, data):
+def _check_rank(x, model, data, argument="data"):
     """A clear error for unbatched examples (e.g. a tf.data.Dataset without
     `.batch(...)`): inputs one dimension short of the model's input."""
     inputs = getattr(model, "inputs", None)
@@ -79,7 +79,7 @@ def _check_rank(x, model, data):
             else ""
         )
         raise invalid(
-            "data",
+            argument,
             f"batches of {expected}-D inputs, like the model's input "
             f"{tuple(inputs[0].shape)}",
             f"{_describe(data)} yielding inputs of shape {tuple(leaves[0].shape)}",
@@ -87,40 +87,41 @@ def _check_rank(x, model, data):
         )
 
 
-def iter_batches(data, batch_size, labels=True, model=None):
+def iter_batches(data, batch_size, labels=True, model=None, argument="data"):
     """Yields `(x, y)` numpy batches (`y` is None when `labels=False`).
 
     With `model`, each batch's inputs are checked to have the rank of the
     model's input (a clear error for unbatched datasets). Labels are checked
-    to be one per image.
+    to be one per image. Errors name `argument`, the caller's parameter.
     """
-    for x, y in _iter_batches(data, batch_size, labels):
+    for x, y in _iter_batches(data, batch_size, labels, argument):
         if model is not None:
-            _check_rank(x, model, data)
+            _check_rank(x, model, data, argument)
         if labels and y is not None:
-            _check_label_count(batch_size_of(x), y)
+            _check_label_count(batch_size_of(x), y, argument)
         yield x, y
 
 
-def _iter_batches(data, batch_size, labels):
+def _iter_batches(data, batch_size, labels, argument="data"):
     if isinstance(data, tuple) and len(data) in (2, 3) and _is_inputs(data[0]):
         x, y = data[0], data[1]
         if labels and y is None:
-            _split_item((x,), data, labels)
+            _split_item((x,), data, labels, argument)
         num = len(keras.tree.flatten(x)[0])
         if labels:
-            _check_label_count(num, y)
+            _check_label_count(num, y, argument)
         for start in range(0, num, batch_size):
             part = keras.tree.map_structure(lambda a, s=start: a[s : s + batch_size], x)
             yield _split_item(
                 (part, None if y is None else y[start : start + batch_size]),
                 data,
                 labels,
+                argument,
             )
         return
     if _is_inputs(data):
         if labels:
-            _split_item(data, data, labels)
+            _split_item(data, data, labels, argument)
         num = len(keras.tree.flatten(data)[0])
         for start in range(0, num, batch_size):
             yield (
@@ -135,7 +136,7 @@ def _iter_batches(data, batch_size, labels):
         if num is None:
             num = len(data)
         for index in range(num):
-            yield _split_item(data[index], data, labels)
+            yield _split_item(data[index], data, labels, argument)
         return
     if hasattr(data, "as_numpy_iterator"):
         iterator = data.as_numpy_iterator()
@@ -143,13 +144,13 @@ def _iter_batches(data, batch_size, labels):
         iterator = iter(data)
     else:
         raise invalid(
-            "data",
+            argument,
             "(x, y) arrays, a tf.data.Dataset, a keras.utils.PyDataset or an "
             "iterable of (x, y) batches",
             data,
         )
     for item in iterator:
-        yield _split_item(item, data, labels)
+        yield _split_item(item, data, labels, argument)
 
 
 def batch_size_of(x):

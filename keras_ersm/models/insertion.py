@@ -179,6 +179,8 @@ def insertion_points(model, recursive=False):
     ```
     """
     check_functional(model)
+    if not isinstance(recursive, bool):
+        raise _validation.invalid_type("recursive", "a bool", recursive)
     points = []
     outputs = model.outputs
     if len(outputs) == 1 and _is_feature_map(_site_of_tensor(model, (), outputs[0])):

@@ -218,6 +218,17 @@ def test_nested_models_need_recursive():
     assert "backbone/relu1" in insertion_points(outer, recursive=True)
 
 
+@pytest.mark.parametrize("recursive", ["yes", 1, None])
+def test_recursive_must_be_a_bool(recursive):
+    model = small_model()
+    for function in (
+        insertion_points,
+        lambda m, **kw: insert_energy_masks(m, "relu1", **kw),
+    ):
+        with pytest.raises(TypeError, match=f"Received: recursive={recursive!r}"):
+            function(model, recursive=recursive)
+
+
 def test_nested_pyramid_level_with_recursive():
     backbone = pyramid_model()
     inputs = keras.Input((16, 16, 3))

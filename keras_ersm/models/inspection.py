@@ -102,7 +102,7 @@ def _read_terms(model, x, layer, batch_size, verbose):
     key = ("terms", tuple(id(mask) for mask in masks))
     probe = graph.cached(model, key, lambda: _probe(model, masks))
     chunks = {mask.name: {} for mask in masks}
-    batches = _data.iter_batches(x, batch_size, labels=False, model=model)
+    batches = _data.iter_batches(x, batch_size, labels=False, model=model, argument="x")
     for batch, _ in _progress.track(batches, x, batch_size, verbose):
         if not _data.batch_size_of(batch):
             continue

@@ -69,6 +69,11 @@ def test_errors():
         keep_maps(model, images(), batch_size=0)
     with pytest.raises(ValueError, match="has none"):
         keep_maps(small_model(), images())
+    # Data errors name the parameter, `x`, not `data`.
+    with pytest.raises(ValueError, match=r"argument `x`.*Received: x='nope'"):
+        keep_maps(model, "nope")
+    with pytest.raises(ValueError, match=r"argument `x`.*single examples"):
+        keep_maps(model, [images(2)[0]])
 
 
 def _sequential_classifier(nested):
@@ -151,7 +156,7 @@ def test_keep_maps_of_a_tf_data_dataset():
         rtol=1e-5,
         atol=1e-6,
     )
-    with pytest.raises(ValueError, match=r"single examples.*\.batch\("):
+    with pytest.raises(ValueError, match=r"argument `x`.*single examples.*\.batch\("):
         keep_maps(model, dataset.unbatch())
 
 
