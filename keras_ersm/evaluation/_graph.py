@@ -114,12 +114,10 @@ class Cut:
         if self.is_mask:
             self.patch_size = layer.patch_size
             self.data_format = layer.data_format
-            self.padding = layer.padding
             self.rescale = layer.rescale
         else:
             self.patch_size = 1
             self.data_format = layer_data_format(layer)
-            self.padding = "valid"
             self.rescale = True
 
     def terms(self, features):

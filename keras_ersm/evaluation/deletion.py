@@ -95,13 +95,18 @@ class DeletionCurveResult:
         )
 
 
-def _check_orders(orders, cut):
+def check_orders(orders, cut):
     """The orders to run at `cut` (a `_graph.Cut`): all that apply for `None`."""
     if orders is None:
         return ORDERS if cut.is_mask else tuple(o for o in ORDERS if o != "energy")
     if isinstance(orders, str):
         orders = (orders,)
-    orders = tuple(orders)
+    try:
+        orders = tuple(orders)
+    except TypeError:
+        raise _validation.invalid_type(
+            "orders", f"a tuple of names among {ORDERS}", orders
+        ) from None
     if (
         not orders
         or any(o not in ORDERS for o in orders)
@@ -273,7 +278,7 @@ def deletion_curve(
     ```
     """
     cut = _graph.Cut(_graph.resolve_cut_layer(model, layer))
-    orders = _check_orders(orders, cut)
+    orders = check_orders(orders, cut)
     if direction not in DIRECTIONS:
         raise _graph.invalid("direction", f"one of {DIRECTIONS}", direction)
     replace_keep = _validation.check_bool("replace_keep", replace_keep)

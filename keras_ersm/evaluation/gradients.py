@@ -98,10 +98,6 @@ def head_cam(head, features, cuts, classes, data_format):
     return cam_from_gradients(features, gradients, data_format)
 
 
-def _layer_data_format(layer):
-    return getattr(layer, "data_format", None) or keras.config.image_data_format()
-
-
 def _check_classes(classes, head):
     """Integer classes within the model's output units."""
     classes = np.asarray(classes)
@@ -186,7 +182,7 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     else:
         target = _graph.find_layer(model, layer)
     split = _graph.cached_split("output", model, target)
-    data_format = _layer_data_format(target)
+    data_format = _graph.layer_data_format(target)
     if classes is not None:
         classes = _check_classes(classes, split.head)
     maps, offset = [], 0

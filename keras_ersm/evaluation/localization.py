@@ -51,14 +51,8 @@ class LocalizationResult:
         }
 
     def plot(self, ax=None):
-        """Grouped bars: each metric for each map.
-
-        Args:
-            ax: optional matplotlib Axes. Defaults to `None` (a new Figure).
-
-        Returns:
-            The matplotlib `Figure`.
-        """
+        """Grouped bars, each metric for each map, drawn into the matplotlib
+        Axes `ax` (a new Figure for `None`); returns the `Figure`."""
         from keras_ersm import visualization
 
         return visualization.plot_localization(self, ax=ax)

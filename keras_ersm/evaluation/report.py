@@ -15,7 +15,7 @@ import numpy as np
 from keras_ersm import _validation
 from keras_ersm.evaluation import _data, _graph, _progress
 from keras_ersm.evaluation import localization as _localization
-from keras_ersm.evaluation.deletion import ORDERS, deletion_curve
+from keras_ersm.evaluation.deletion import ORDERS, check_orders, deletion_curve
 from keras_ersm.evaluation.gradients import grad_cam
 from keras_ersm.evaluation.localization import LocalizationResult, mask_localization
 from keras_ersm.evaluation.occlusion import occlusion_robustness
@@ -559,25 +559,10 @@ def _cut_layer(model, layer):
 
 
 def _check_orders(orders, cut):
-    is_mask = isinstance(cut, EnergyMask)
-    if orders is None:
-        return ORDERS if is_mask else tuple(o for o in ORDERS if o != "energy")
-    if isinstance(orders, str):
-        orders = (orders,)
-    if not isinstance(orders, (list, tuple)):
-        raise _validation.invalid_type(
-            "orders", f"a tuple of names among {ORDERS}", orders
-        )
-    orders = tuple(orders)
-    if any(o not in ORDERS for o in orders) or len(set(orders)) != len(orders):
-        raise _validation.invalid("orders", f"distinct names among {ORDERS}", orders)
-    if "energy" in orders and not is_mask:
-        raise _validation.invalid(
-            "orders",
-            "no 'energy' order for a cut layer that is not an EnergyMask",
-            orders,
-        )
-    return orders
+    """`deletion.check_orders`, where an empty tuple skips the curves."""
+    if isinstance(orders, (list, tuple)) and not orders:
+        return ()
+    return check_orders(orders, _graph.Cut(cut))
 
 
 def _check_occlusion(occlusion):

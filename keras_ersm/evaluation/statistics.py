@@ -45,14 +45,8 @@ class MaskStatisticsResult:
         return {"layer": self.layer, **self.values}
 
     def plot(self, ax=None):
-        """Histogram of the per-image mean keep.
-
-        Args:
-            ax: optional matplotlib Axes. Defaults to `None` (a new Figure).
-
-        Returns:
-            The matplotlib `Figure`.
-        """
+        """Histogram of the per-image mean keep, drawn into the matplotlib
+        Axes `ax` (a new Figure for `None`); returns the `Figure`."""
         from keras_ersm import visualization
 
         return visualization.plot_mask_histogram(self, ax=ax)
