@@ -220,12 +220,16 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, CPU")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
     parser.add_argument(
-        "--policies", nargs="+", default=["float32", "mixed_bfloat16"],
+        "--policies",
+        nargs="+",
+        default=["float32", "mixed_bfloat16"],
         help="dtype policies of the layer section; the first mixed one is "
         "used for the training step and the deletion curve",
     )
     parser.add_argument(
-        "--sections", nargs="+", default=["layer", "overhead", "deletion"],
+        "--sections",
+        nargs="+",
+        default=["layer", "overhead", "deletion"],
         choices=["layer", "overhead", "deletion"],
     )
     parser.add_argument("--output", default=os.path.join(RESULTS, "gpu.json"))
@@ -249,8 +253,15 @@ def main(argv=None):
     for backend in args.backends:
         part = os.path.abspath(args.output)[: -len(".json")] + f"_{backend}.part.json"
         worker = [
-            sys.executable, "-m", "benchmarks.gpu", "--worker", part,
-            "--policies", *args.policies, "--sections", *args.sections,
+            sys.executable,
+            "-m",
+            "benchmarks.gpu",
+            "--worker",
+            part,
+            "--policies",
+            *args.policies,
+            "--sections",
+            *args.sections,
         ] + (["--smoke"] if args.smoke else [])
         env = dict(os.environ, KERAS_BACKEND=backend)
         if args.smoke:
@@ -258,8 +269,12 @@ def main(argv=None):
         start = time.perf_counter()
         try:
             proc = subprocess.run(
-                worker, env=env, cwd=os.path.dirname(os.path.dirname(__file__)),
-                capture_output=True, text=True, timeout=args.timeout,
+                worker,
+                env=env,
+                cwd=os.path.dirname(os.path.dirname(__file__)),
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
             )
             if proc.returncode:
                 result = {"error": proc.stderr.strip().splitlines()[-1:] or "failed"}

@@ -21,9 +21,20 @@ def test_gpu_benchmark_smoke_mode_writes_every_section(tmp_path):
     output = tmp_path / "gpu_smoke.json"
     backend = keras.backend.backend()
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu", "--smoke", "--backends", backend,
-         "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu",
+            "--smoke",
+            "--backends",
+            backend,
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(output.read_text())
