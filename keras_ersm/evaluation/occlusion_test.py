@@ -27,9 +27,7 @@ def test_occlusion_robustness_baseline_and_objects():
     inputs = keras.Input((16, 16, 3))
     pooled = keras.layers.GlobalMaxPooling2D()(inputs)
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t[:, :2])(pooled))
-    result = keras_ersm.evaluation.occlusion_robustness(
-        model,
-        (x, y),
+    settings = dict(
         patch_sizes=(4,),
         fractions=(0.25,),
         hide_sizes=(8,),
@@ -37,6 +35,7 @@ def test_occlusion_robustness_baseline_and_objects():
         fill="zero",
         seed=1,
     )
+    result = keras_ersm.evaluation.occlusion_robustness(model, (x, y), **settings)
     assert result.clean_accuracy == 100.0
     assert set(result.accuracy) == {
         "cutout_4px_25pct",
@@ -48,16 +47,7 @@ def test_occlusion_robustness_baseline_and_objects():
     assert result.accuracy["background"] == 100.0
     assert result.accuracy["object"] < 75.0
     assert result.covered["object"] == pytest.approx(objects.mean())
-    again = keras_ersm.evaluation.occlusion_robustness(
-        model,
-        (x, y),
-        patch_sizes=(4,),
-        fractions=(0.25,),
-        hide_sizes=(8,),
-        object_masks=objects,
-        fill="zero",
-        seed=1,
-    )
+    again = keras_ersm.evaluation.occlusion_robustness(model, (x, y), **settings)
     assert again.to_dict() == result.to_dict()
     json.dumps(result.to_dict())
     test_case.check_figure(result.plot())
