@@ -297,6 +297,8 @@ def deletion_curve(
     num_tokens = 0
     batches = _data.iter_batches(data, batch_size, model=model)
     for x, y in _progress.track(batches, data, batch_size, verbose):
+        if not _data.batch_size_of(x):
+            continue  # An empty batch of an iterable, as `keep_maps` skips.
         outs = split.first.predict_on_batch(x)
         features, scores = outs["features"], outs.get("scores")
         keep, norms = outs["keep"], outs["norms"]

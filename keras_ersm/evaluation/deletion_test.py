@@ -353,3 +353,20 @@ def test_cut_layer_errors_name_the_layer():
         keras_ersm.evaluation.deletion_curve(model, (x, y), layer="pool")
     with pytest.raises(ValueError, match="no EnergyMask.*4-D output"):
         keras_ersm.evaluation.deletion_curve(model, (x, y))
+
+
+def test_empty_batch_in_an_iterable_is_skipped():
+    # An iterable may yield an empty batch (e.g. the last one of a split);
+    # keep_maps and mask_statistics skip it, and so must deletion_curve.
+    model, x, y = _baseline()
+    batches = [(x[:2], y[:2]), (x[:0], y[:0]), (x[2:4], y[2:4])]
+    result = keras_ersm.evaluation.deletion_curve(
+        model, batches, layer="c2", orders=("magnitude", "grad_cam"), steps=3
+    )
+    expected = keras_ersm.evaluation.deletion_curve(
+        model, (x[:4], y[:4]), layer="c2", orders=("magnitude", "grad_cam"),
+        steps=3, batch_size=2,
+    )  # fmt: skip
+    assert result.num_images == 4
+    for order in expected.accuracy:
+        np.testing.assert_allclose(result.accuracy[order], expected.accuracy[order])

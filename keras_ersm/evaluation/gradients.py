@@ -188,9 +188,11 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     maps, offset = [], 0
     batches = _data.iter_batches(images, batch_size, labels=False, model=model)
     for x, _ in _progress.track(batches, images, batch_size, verbose):
+        count = _data.batch_size_of(x)
+        if not count:
+            continue  # An empty batch of an iterable, as `keep_maps` skips.
         outs = split.first.predict_on_batch(x)
         features, cuts = outs["features"], split.cuts(outs)
-        count = _data.batch_size_of(x)
         if classes is None:
             predicted = split.head.predict_on_batch([features, *cuts])
             batch_classes = _data.predictions_to_classes(predicted)

@@ -47,3 +47,19 @@ def test_grad_cam_any_layer_and_nested():
         keras_ersm.evaluation.grad_cam(model, x, layer="missing")
     with pytest.raises(ValueError, match="Received: layer=None"):
         keras_ersm.evaluation.grad_cam(model, x)
+
+
+def test_grad_cam_skips_an_empty_batch():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, out)
+    x = np.random.default_rng(0).random((4, 8, 8, 3)).astype("float32")
+    batches = iter([x[:2], x[:0], x[2:]])  # an iterable of batches
+    cam = keras_ersm.evaluation.grad_cam(
+        model, batches, layer="c1", classes=[0, 1, 2, 0]
+    )
+    expected = keras_ersm.evaluation.grad_cam(
+        model, x, layer="c1", classes=[0, 1, 2, 0]
+    )
+    np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-6)

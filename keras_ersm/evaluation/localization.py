@@ -174,7 +174,7 @@ def mask_localization(
     objects = objects > 0
     _progress.check_verbose(verbose)
     _, keep = statistics.mask_keep_maps(
-        model, images, mask, batch_size, 0 if grad_cam else verbose
+        model, images, mask, batch_size, 0 if grad_cam else verbose, "images"
     )
     scores = {"keep": localization_scores(keep, objects)}
     if grad_cam:

@@ -77,15 +77,17 @@ def keep_statistics(keep):
     return values, per_image
 
 
-def mask_keep_maps(model, data, layer=None, batch_size=32, verbose=0):
+def mask_keep_maps(model, data, layer=None, batch_size=32, verbose=0, argument="data"):
     """`(mask layer, keep maps)` of the layer `resolve_mask_layer` picks.
 
-    Validates as the evaluation functions do, then reads the keep maps with
-    `keras_ersm.models.keep_maps`, the package's one keep-map reader.
+    Validates as the evaluation functions do, then reads the keep maps as
+    `keras_ersm.models.keep_maps` does (the package's one keep-map reader),
+    with data errors naming `argument`, the caller's parameter.
     """
     mask = _graph.resolve_mask_layer(model, layer)
     _data.check_batch_size(batch_size)
-    return mask, inspection.keep_maps(model, data, mask, batch_size, verbose)
+    terms = inspection._read_terms(model, data, mask, batch_size, verbose, argument)
+    return mask, terms[mask.name]["keep"]
 
 
 def mask_statistics(model, data, layer=None, batch_size=32, verbose=0):

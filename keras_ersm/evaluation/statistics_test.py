@@ -37,3 +37,16 @@ def test_mask_statistics_matches_layer():
         "spread",
     }
     test_case.check_figure(result.plot())
+
+
+def test_data_errors_name_the_data_argument():
+    # mask_statistics reads the keep maps through models.keep_maps, whose
+    # parameter is `x`: the error must still name `data`, this function's.
+    model = _test_utils.tiny_model()
+    empty = np.zeros((0, 16, 16, 3), "float32")
+    with pytest.raises(ValueError, match=r"argument `data`.*Received: data="):
+        keras_ersm.evaluation.mask_statistics(model, (empty, np.zeros(0)))
+    with pytest.raises(ValueError, match=r"argument `images`.*Received: images="):
+        keras_ersm.evaluation.mask_localization(
+            model, iter([empty]), np.ones((0, 16, 16)), grad_cam=False
+        )

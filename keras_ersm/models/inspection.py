@@ -93,8 +93,11 @@ def _probe(model, masks):
     return keras.Model(inputs, terms)
 
 
-def _read_terms(model, x, layer, batch_size, verbose):
-    """dict mask name -> dict term -> NumPy float32 `(N, gh, gw)`."""
+def _read_terms(model, x, layer, batch_size, verbose, argument="x"):
+    """dict mask name -> dict term -> NumPy float32 `(N, gh, gw)`.
+
+    Data errors name `argument`, the caller's parameter that holds `x`.
+    """
     graph.functional(model)
     batch_size = _validation.check_int("batch_size", batch_size, 1)
     verbose = _progress.check_verbose(verbose)
@@ -102,7 +105,9 @@ def _read_terms(model, x, layer, batch_size, verbose):
     key = ("terms", tuple(id(mask) for mask in masks))
     probe = graph.cached(model, key, lambda: _probe(model, masks))
     chunks = {mask.name: {} for mask in masks}
-    batches = _data.iter_batches(x, batch_size, labels=False, model=model, argument="x")
+    batches = _data.iter_batches(
+        x, batch_size, labels=False, model=model, argument=argument
+    )
     for batch, _ in _progress.track(batches, x, batch_size, verbose):
         if not _data.batch_size_of(batch):
             continue
@@ -111,7 +116,7 @@ def _read_terms(model, x, layer, batch_size, verbose):
             for term, value in terms.items():
                 chunks[name].setdefault(term, []).append(np.asarray(value, "float32"))
     if not chunks[masks[0].name]:
-        raise _validation.invalid("x", "at least one image", _data._describe(x))
+        raise _validation.invalid(argument, "at least one image", _data._describe(x))
     return {
         name: {term: np.concatenate(parts) for term, parts in terms.items()}
         for name, terms in chunks.items()
