@@ -345,6 +345,16 @@ def _torch_window_dots_function():
 
         @staticmethod
         def backward(ctx, g_near, g_far):
+            if torch.is_grad_enabled():
+                # `create_graph=True`: this backward is not differentiable
+                # itself, and a silently missing second-order term would be
+                # a wrong result.
+                raise RuntimeError(
+                    "EnergyMask's PyTorch fast path has no second-order "
+                    "gradient (received a backward pass with "
+                    "create_graph=True, e.g. for a gradient penalty). Use the "
+                    "JAX or TensorFlow backend for higher-order gradients."
+                )
             (x,) = ctx.saved_tensors
             n, width = x.shape[0], ctx.width
             if g_near is None:
@@ -451,6 +461,13 @@ def redundancy_from_pairs(pairs, inv):
 
     Each pair's `p_hat_i . p_hat_j = (unit_i . unit_j) inv_i inv_j` is
     credited to both of its tokens.
+
+    Args:
+        pairs: the four pair maps `(right, down, down_right, down_left)`
+            of `pair_dots` (or `unit_tokens_and_pairs`), of shapes
+            `(B, gh, gw - 1)`, `(B, gh - 1, gw)`, `(B, gh - 1, gw - 1)` and
+            `(B, gh - 1, gw - 1)`.
+        inv: `(B, gh, gw)` inverse norms of `unit_tokens`.
 
     Returns:
         Tensor `(B, gh, gw)`.

@@ -174,3 +174,19 @@ def test_empty_batch_gives_empty_maps(pair_path):
     x = np.zeros((0, 3, 4, 5), "float32")
     proj, red = ersm_ops.scores_and_redundancy(x, np.ones((5, 1), "float32"))
     assert _np(proj).shape == (0, 3, 4) and _np(red).shape == (0, 3, 4)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="the torch window path only"
+)
+def test_torch_window_path_refuses_a_second_order_gradient():
+    import torch
+
+    x = torch.rand(2, 4, 5, 3, dtype=torch.float32, requires_grad=True)
+    _, _, pairs = ersm_ops.unit_tokens_and_pairs(x)
+    total = sum(p.sum() for p in pairs) + (x**3).sum()
+    with pytest.raises(RuntimeError, match="second-order"):
+        torch.autograd.grad(total, x, create_graph=True)
+    # A first-order gradient is unaffected.
+    (grad,) = torch.autograd.grad(sum(p.sum() for p in pairs), x)
+    assert torch.isfinite(grad).all()
