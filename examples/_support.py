@@ -12,6 +12,23 @@ _DEFAULTS = {"cluttered": (5000, 500, 6), "cifar10": (None, 1000, 10)}
 _QUICK = (256, 64, 1)
 
 
+def import_tensorflow_quietly():
+    """Runs `keras_ersm._quiet.import_tensorflow_quietly`, loaded by path.
+
+    Importing anything from the `keras_ersm` package imports Keras, which on
+    the TensorFlow backend imports TensorFlow with its start-up lines; the
+    standard-library-only `_quiet.py` is therefore loaded from its file.
+    """
+    import importlib.util
+
+    package = importlib.util.find_spec("keras_ersm")  # found, not imported
+    path = os.path.join(package.submodule_search_locations[0], "_quiet.py")
+    spec = importlib.util.spec_from_file_location("_keras_ersm_quiet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.import_tensorflow_quietly()
+
+
 def run_settings(args, dataset):
     """(train images or None for all, evaluation images, epochs) for a dataset."""
     train_size, eval_size, epochs = _QUICK if args.quick else _DEFAULTS[dataset]

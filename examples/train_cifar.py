@@ -169,9 +169,9 @@ def resolve_verbose(verbose, stream=None):
 
 
 def run(args, stage):
-    from keras_ersm.datasets.cifar10 import _import_tensorflow_quietly
+    from _support import import_tensorflow_quietly
 
-    _import_tensorflow_quietly()  # before KerasCV, KerasHub or the TF backend
+    import_tensorflow_quietly()  # before KerasCV, KerasHub or the TF backend
     # TensorFlow's retracing warnings: evaluation uses a few batch shapes.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     import keras

@@ -1,15 +1,13 @@
 """CIFAR-10 through tensorflow-datasets, ready for `model.fit` on any backend."""
 
 import logging
-import os
 import re
 import socket
-import sys
-import tempfile
 
 import numpy as np
 
 from keras_ersm import _validation
+from keras_ersm._quiet import import_tensorflow_quietly
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -53,56 +51,9 @@ class _QuietMissingVariant(logging.Filter):
         return "has no dataset_info.json" not in record.getMessage()
 
 
-# TensorFlow's start-up lines, printed by its C++ code straight to the
-# stderr file descriptor on first import and device discovery
-# (TF_CPP_MIN_LOG_LEVEL does not reach them since TensorFlow 2.19).
-_STARTUP_NOISE = (
-    "All log messages before absl::InitializeLog()",
-    "oneDNN custom operations",
-    "Could not find cuda drivers",
-    "cpu_feature_guard",
-    "To enable the following instructions",
-    "failed call to cuInit",
-    "Unable to register cu",
-    "computation placer already registered",
-)
-
-
-def _import_tensorflow_quietly():
-    """Imports TensorFlow (when installed) with its start-up lines dropped.
-
-    The stderr file descriptor goes to a temporary file during the import
-    and device discovery; afterwards every line that is not start-up noise
-    is written to stderr, so real warnings still show. Also used by
-    `examples/train_cifar.py`, before KerasCV, KerasHub or the TensorFlow
-    backend import TensorFlow.
-    """
-    import importlib.util
-
-    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # where cuInit complains
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode("utf-8", "replace")
-    for line in text.splitlines():
-        if line.strip() and not any(noise in line for noise in _STARTUP_NOISE):
-            print(line, file=sys.stderr)
-
-
 def _import_tfds():
     try:
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError(
