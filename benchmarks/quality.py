@@ -73,9 +73,8 @@ def build_model(
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
 
 
-def train(mask_kwargs, data, seed, epochs, batch_size=32, learning_rate=2e-3):
-    keras.utils.set_random_seed(seed)
-    model = build_model(mask_kwargs)
+def fit(model, data, epochs, batch_size=32, learning_rate=2e-3):
+    """The benchmark's training: Adam, cross-entropy, jit where it jits."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -85,6 +84,11 @@ def train(mask_kwargs, data, seed, epochs, batch_size=32, learning_rate=2e-3):
     x, y = data
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
     return model
+
+
+def train(mask_kwargs, data, seed, epochs, batch_size=32, learning_rate=2e-3):
+    keras.utils.set_random_seed(seed)
+    return fit(build_model(mask_kwargs), data, epochs, batch_size, learning_rate)
 
 
 def frozen_recipe(baseline, train_data, test, seed, epochs):
@@ -106,13 +110,7 @@ def frozen_recipe(baseline, train_data, test, seed, epochs):
         model = keras_ersm.models.build_classifier(
             backbone, 10, freeze_backbone=True, **mask_kwargs
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(2e-3),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=keras.backend.backend() != "torch",
-        )
-        model.fit(*train_data, batch_size=32, epochs=epochs, verbose=0)
+        fit(model, train_data, epochs)
         results[name] = evaluate(model, test, kwargs is not None, seed)
     return results
 

@@ -63,14 +63,7 @@ def train(max_drop, data, seed, epochs):
     masked = RankDropMask(max_drop=max_drop, name="energy_mask")(features)
     pooled = keras.layers.GlobalAveragePooling2D()(masked)
     model = keras.Model(model.inputs, keras.layers.Dense(10)(pooled))
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=keras.backend.backend() != "torch",
-    )
-    model.fit(*data, batch_size=32, epochs=epochs, verbose=0)
-    return model
+    return quality.fit(model, data, epochs)
 
 
 def main(argv=None):
