@@ -207,6 +207,17 @@ def mean_keep(model, x):
     return float(np.mean(np.asarray(maps)))
 
 
+def compile_model(model, optimizer):
+    """Compiles a run's model: `OPTIMIZERS[optimizer]`, cross-entropy on
+    logits, accuracy, jit where the backend jits."""
+    model.compile(
+        optimizer=OPTIMIZERS[optimizer](),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=keras.backend.backend() != "torch",
+    )
+
+
 def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
     upsample = BACKBONES[backbone][2]
     key = (dataset, upsample)
@@ -216,12 +227,7 @@ def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
     model, probe = build(backbone, variant, num_classes, seed)
     probe_x = xt[:256]
     zeros_start = zero_fraction(model, probe, probe_x)
-    model.compile(
-        optimizer=OPTIMIZERS[optimizer](),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=keras.backend.backend() != "torch",
-    )
+    compile_model(model, optimizer)
     start = time.time()
     history = model.fit(
         x, y, batch_size=BATCH_SIZE, epochs=settings["epochs"], verbose=0

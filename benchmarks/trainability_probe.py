@@ -76,12 +76,7 @@ def probe(backbone, optimizer, dataset, variant, seed, epochs=12, train_size=300
         print(json.dumps(row), flush=True)
 
     record(-1)
-    model.compile(
-        optimizer=trainability.OPTIMIZERS[optimizer](),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=keras.backend.backend() != "torch",
-    )
+    trainability.compile_model(model, optimizer)
     model.fit(
         x,
         y,
