@@ -536,6 +536,19 @@ def unit_tokens_and_pairs(tokens, epsilon=EPSILON):
 
     Returns:
         Tuple `(unit, inv, pairs)`.
+
+    Examples:
+
+    ```python
+    import numpy as np
+    from keras_ersm import ops as ersm_ops
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype("float32")
+    unit, inv, pairs = ersm_ops.unit_tokens_and_pairs(x)
+    redundancy = ersm_ops.redundancy_from_pairs(pairs, inv)
+    p_hat, _ = ersm_ops.normalize_tokens(x)
+    np.testing.assert_allclose(
+        redundancy, ersm_ops.redundancy(p_hat), rtol=1e-4, atol=1e-5)
+    ```
     """
     tokens = ops.convert_to_tensor(tokens)
     if not _use_windows(tokens):
