@@ -40,6 +40,7 @@ import keras
 import numpy as np
 
 import keras_ersm
+from benchmarks import _experimental
 from keras_ersm.datasets import make_cluttered
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -56,6 +57,26 @@ VARIANTS = {
     "no_energy": {"energy_regularizer": None},
     # The energy sets the keep level (bias) but not the ranking (kernel).
     "kernel_stop": {"energy_kernel_gradient": 0.0},
+    # Not adopted (benchmarks/_experimental.py): rescale by the
+    # norm-weighted mean keep, so empty tokens cannot dilute the others.
+    "norm_rescale": {"experimental": {"norm_rescale": True}},
+    "norm_kernel_stop": {
+        "experimental": {"norm_rescale": True},
+        "energy_kernel_gradient": 0.0,
+    },
+    "norm_no_energy": {
+        "experimental": {"norm_rescale": True},
+        "energy_regularizer": None,
+    },
+    # The masked map is not divided by the mean keep (x * keep).
+    "no_rescale": {"rescale": False},
+    # Not adopted (benchmarks/_experimental.py): no gradient from the scores
+    # (task or energy) into the features; the backbone trains only through
+    # `x * keep`.
+    "score_stop": {"experimental": {"score_feature_gradient": 0.0}},
+    "norm_score_stop": {
+        "experimental": {"norm_rescale": True, "score_feature_gradient": 0.0}
+    },
 }
 
 DATASETS = {
@@ -178,6 +199,13 @@ def build(backbone_name, variant, num_classes, seed, image_size=32):
                 "rescale",
             )
         }
+    if "experimental" in mask_kwargs:
+        assert mask_at == "output", backbone_name
+        kwargs = {k: v for k, v in mask_kwargs.items() if k != "experimental"}
+        model = _experimental.build_classifier(
+            backbone, num_classes, **mask_kwargs["experimental"], **kwargs
+        )
+        return model, _probe_name(backbone, mask_at)
     model = keras_ersm.models.build_classifier(
         backbone, num_classes, mask_at=mask_at, freeze_backbone=False, **mask_kwargs
     )
