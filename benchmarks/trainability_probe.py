@@ -8,6 +8,9 @@ for one seed and variant and prints, after every epoch, one JSON line:
 - `keep`, `eff_tokens`: the mean keep, and the participation ratio of each
   image's keep map normalised to sum 1, divided by the number of tokens
   (1: every token weighted alike, 1/N: one token);
+- `alive_tokens`, `keep_on_alive`: the fraction of tokens with a non-zero
+  channel, and the share of each image's normalised keep on them (equal
+  to `alive_tokens` for a uniform keep);
 - `bias`, `w_norm`, `w_dot_mean`: the mask's bias, the norm of its scoring
   kernel, and the kernel's projection on the mean direction of the unit
   tokens. On ReLU features every unit token lies in the positive orthant,
@@ -40,12 +43,18 @@ def _mask_stats(model, mask, features):
     weights = keep / (keep.sum(axis=1, keepdims=True) + 1e-12)
     participation = 1.0 / (weights**2).sum(axis=1) / keep.shape[1]
     kernel = keras.ops.convert_to_numpy(mask.kernel)[:, 0]
+    # Alive tokens (any non-zero channel) and the share of each image's
+    # normalised keep that lands on them (patch size 1: one token a position).
+    alive = np.abs(features["f"]).reshape(len(keep), -1, features["f"].shape[-1])
+    alive = alive.max(axis=-1) > 0
     f = features["f"].reshape(-1, features["f"].shape[-1])
     unit = f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-6)
     direction = unit.mean(axis=0)
     direction /= np.linalg.norm(direction) + 1e-12
     return {
         "keep": float(keep.mean()),
+        "alive_tokens": float(alive.mean()),
+        "keep_on_alive": float((weights * alive).sum(axis=1).mean()),
         "eff_tokens": float(participation.mean()),
         "bias": float(np.mean(keras.ops.convert_to_numpy(mask.bias))),
         "w_norm": float(np.linalg.norm(kernel)),

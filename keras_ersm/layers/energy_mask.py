@@ -167,6 +167,19 @@ class EnergyMask(keras.layers.Layer):
             are mostly zero early in training from recovering
             (docs/concepts.md, "Trainability"). `1` is the reference layer.
             The forward values do not depend on it. Defaults to `1.0`.
+        keep_feature_gradient: float in `[0, 1]`, the scale of every
+            gradient that reaches the input features through the scores
+            (the task's, through the keep, and the energy's, which is
+            further scaled by `energy_feature_gradient`). The features
+            always get the task gradient through `x * keep` in full. `0`
+            makes the mask a reader of the features: they are trained only
+            through the values the mask lets through. The scores see the
+            tokens normalised, whose gradient grows as `1 / ||x_i||`; on a
+            CNN without normalisation whose features are nearly all zero
+            early in training, that path was measured to keep the features
+            from recovering (docs/concepts.md, "Trainability"). `1` is the
+            reference layer. The forward values do not depend on it.
+            Defaults to `1.0`.
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -218,6 +231,7 @@ class EnergyMask(keras.layers.Layer):
         data_format=None,
         energy_feature_gradient=0.0,
         energy_kernel_gradient=1.0,
+        keep_feature_gradient=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -253,6 +267,12 @@ class EnergyMask(keras.layers.Layer):
         self.energy_kernel_gradient = _validation.check_number(
             "energy_kernel_gradient",
             energy_kernel_gradient,
+            minimum=0.0,
+            maximum=1.0,
+        )
+        self.keep_feature_gradient = _validation.check_number(
+            "keep_feature_gradient",
+            keep_feature_gradient,
             minimum=0.0,
             maximum=1.0,
         )
@@ -297,6 +317,7 @@ class EnergyMask(keras.layers.Layer):
             rescale=False,
             energy_feature_gradient=1.0,
             energy_kernel_gradient=1.0,
+            keep_feature_gradient=1.0,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -517,7 +538,12 @@ class EnergyMask(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         with_energy = self.energy_regularizer is not None
-        terms = self._compute_terms(inputs, for_energy=with_energy)
+        scored = inputs
+        if self.keep_feature_gradient != 1.0:
+            # The scores read the features; only `x * keep` (below) trains
+            # them in full (docs/concepts.md, "Trainability").
+            scored = _scale_gradient(self._as_float(inputs), self.keep_feature_gradient)
+        terms = self._compute_terms(scored, for_energy=with_energy)
         if with_energy:
             self.add_loss(self._energy_loss(terms))
         return self.apply_keep(inputs, terms["keep"])
@@ -552,6 +578,7 @@ class EnergyMask(keras.layers.Layer):
                 "data_format": self.data_format,
                 "energy_feature_gradient": self.energy_feature_gradient,
                 "energy_kernel_gradient": self.energy_kernel_gradient,
+                "keep_feature_gradient": self.keep_feature_gradient,
             }
         )
         return config

@@ -154,6 +154,110 @@ def test_energy_feature_gradient_round_trips_through_config():
     assert keras_ersm.EnergyMask.from_config(config).energy_feature_gradient == 0.25
 
 
+def _input_gradient(layer, x, upstream):
+    """Gradient of `sum(layer(x) * upstream)` (plus its energy loss) with
+    respect to `x`, on the current backend."""
+
+    def fn(t):
+        out = layer(t)
+        loss = keras.ops.sum(out * keras.ops.convert_to_tensor(upstream))
+        for extra in layer.losses:
+            loss = loss + extra
+        return loss
+
+    if BACKEND == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(x))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            value = fn(t)
+        return tape.gradient(value, t).numpy()
+    import torch
+
+    t = torch.tensor(x, requires_grad=True)
+    fn(t).backward()
+    return t.grad.numpy()
+
+
+def _built(x, **kwargs):
+    layer = keras_ersm.EnergyMask(**kwargs)
+    layer.build(x.shape)
+    return layer
+
+
+@pytest.mark.parametrize("energy", [None, "default"])
+def test_keep_feature_gradient_zero_trains_the_features_only_through_the_values(
+    energy,
+):
+    # With keep_feature_gradient=0 the features' gradient is exactly that of
+    # `x * keep / mean(keep)` with the keep held fixed: upstream * gain.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    layer = _built(x, energy_regularizer=energy, keep_feature_gradient=0.0)
+    keep = keras.ops.convert_to_numpy(layer.energy_terms(x)["keep"])
+    gain = keep / (keep.mean(axis=(1, 2), keepdims=True) + 1e-6)
+    grad = _input_gradient(layer, x, upstream)
+    np.testing.assert_allclose(grad, upstream * gain[..., None], rtol=1e-4, atol=1e-6)
+    # The reference layer's features also get the scores' gradient.
+    full = _built(x, energy_regularizer=energy, energy_feature_gradient=1.0)
+    full.set_weights(layer.get_weights())
+    assert np.abs(_input_gradient(full, x, upstream) - grad).max() > 1e-3
+
+
+def test_keep_feature_gradient_scales_the_scores_path():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    weights = _built(x, energy_regularizer=None).get_weights()
+    grads = {}
+    for scale in (0.0, 0.5, 1.0):
+        layer = _built(x, energy_regularizer=None, keep_feature_gradient=scale)
+        layer.set_weights(weights)
+        grads[scale] = _input_gradient(layer, x, upstream)
+    np.testing.assert_allclose(
+        grads[0.5] - grads[0.0], 0.5 * (grads[1.0] - grads[0.0]), rtol=1e-3, atol=1e-6
+    )
+
+
+def test_keep_feature_gradient_keeps_forward_values_and_mask_updates():
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 5)).astype("float32")
+    reference = _built(x)
+    layer = _built(x, keep_feature_gradient=0.0)
+    layer.set_weights(reference.get_weights())
+    for a, b in ((layer(x), reference(x)), (layer.losses[0], reference.losses[0])):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-5
+        )
+    # The energy-only step: the mask's own weights move alike, the backbone
+    # (which the default energy does not reach) stays.
+    full = _energy_only_step({})
+    stopped = _energy_only_step({"keep_feature_gradient": 0.0})
+    for a, b in zip(full, stopped, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_keep_feature_gradient_validation_and_config():
+    for value in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="keep_feature_gradient"):
+            keras_ersm.EnergyMask(keep_feature_gradient=value)
+    with pytest.raises(TypeError, match="keep_feature_gradient"):
+        keras_ersm.EnergyMask(keep_feature_gradient="none")
+    layer = keras_ersm.EnergyMask(keep_feature_gradient=np.float32(0.0))
+    config = layer.get_config()
+    assert config["keep_feature_gradient"] == 0.0
+    assert keras_ersm.EnergyMask.from_config(config).keep_feature_gradient == 0.0
+    assert keras_ersm.EnergyMask.paper().keep_feature_gradient == 1.0
+    # Configs saved before the argument existed load with the reference value.
+    del config["keep_feature_gradient"]
+    assert keras_ersm.EnergyMask.from_config(config).keep_feature_gradient == 1.0
+
+
 # --- end to end: a plain CNN that the reference energy collapses ------------
 
 
