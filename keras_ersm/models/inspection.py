@@ -21,18 +21,22 @@ class MaskTerms(keras.layers.Layer):
     """`EnergyMask.energy_terms` as a layer (dict of `(B, gh, gw)` tensors).
 
     With `norms=True` the dict also holds `"norms"`, the tokens' norms. The
-    mask layer's methods are held, not the layer, so it is not a sublayer.
+    mask layer is tracked (a sublayer), so its weights are part of the
+    state of any model built on this layer: JAX's `predict` passes a
+    model's tracked variables into the compiled function, and an untracked
+    variable would be frozen into it at its value on the first call (keep
+    maps read again after more training would not change).
     """
 
     def __init__(self, mask_layer, norms=False, **kwargs):
         super().__init__(**kwargs)
-        self._energy_terms = mask_layer.energy_terms
-        self._tokens = mask_layer._tokens if norms else None
+        self.mask_layer = mask_layer
+        self._norms = norms
 
     def call(self, features):
-        terms = dict(self._energy_terms(features))
-        if self._tokens is not None:
-            terms["norms"] = ersm_ops.token_norms(self._tokens(features))
+        terms = dict(self.mask_layer.energy_terms(features))
+        if self._norms:
+            terms["norms"] = ersm_ops.token_norms(self.mask_layer._tokens(features))
         return {key: ops.cast(value, "float32") for key, value in terms.items()}
 
 

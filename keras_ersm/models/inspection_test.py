@@ -173,3 +173,25 @@ def test_keep_maps_of_a_subclassed_model_is_a_clear_error():
     model(images(1))
     with pytest.raises(ValueError, match="subclassed"):
         keep_maps(model, images(1))
+
+
+def test_keep_maps_follow_the_mask_weights_after_the_first_call():
+    # The probe model is built and compiled once per model; the mask's
+    # weights must be read at every call, not frozen at the first one (on
+    # JAX an untracked variable becomes a constant of the compiled predict).
+    model = build_classifier(small_model(), 3)
+    mask = energy_mask_layers(model)[0]
+    x = images(4)
+    first = keep_maps(model, x, layer=mask)
+    mask.bias.assign(3.0)
+    second = keep_maps(model, x, layer=mask)
+    features = keras.Model(model.input, model.get_layer("relu2").output)(x)
+    expected = keras.ops.convert_to_numpy(mask.energy_terms(features)["keep"])
+    np.testing.assert_allclose(second, expected, rtol=1e-5, atol=1e-7)
+    assert np.mean(second) < 0.5 * np.mean(first)
+    # ... and after training, which updates them in place.
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.zeros(4, "int32"), epochs=1, verbose=0)
+    mask.bias.assign(-3.0)
+    third = keep_maps(model, x, layer=mask)
+    assert np.mean(third) > 0.9
