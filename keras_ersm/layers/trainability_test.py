@@ -95,19 +95,6 @@ def test_energy_kernel_gradient_scales_only_the_kernel_update(feature_scale):
     np.testing.assert_allclose(half[2], full[2], rtol=1e-4, atol=1e-7)
 
 
-def test_energy_kernel_gradient_validation_and_config():
-    for value in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="energy_kernel_gradient"):
-            keras_ersm.EnergyMask(energy_kernel_gradient=value)
-    with pytest.raises(TypeError, match="energy_kernel_gradient"):
-        keras_ersm.EnergyMask(energy_kernel_gradient="none")
-    layer = keras_ersm.EnergyMask(energy_kernel_gradient=np.float32(0.25))
-    config = layer.get_config()
-    assert config["energy_kernel_gradient"] == 0.25
-    assert keras_ersm.EnergyMask.from_config(config).energy_kernel_gradient == 0.25
-    assert keras_ersm.EnergyMask.paper().energy_kernel_gradient == 1.0
-
-
 @pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
 def test_forward_values_do_not_depend_on_the_gradient_scale(scale):
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 5)).astype("float32")
@@ -129,29 +116,6 @@ def test_forward_values_do_not_depend_on_the_gradient_scale(scale):
         keras.ops.convert_to_numpy(reference.losses[0]),
         rtol=1e-5,
     )
-
-
-def test_paper_keeps_the_full_gradient():
-    assert keras_ersm.EnergyMask.paper().energy_feature_gradient == 1.0
-    assert keras_ersm.EnergyMask().energy_feature_gradient == 0.0
-
-
-@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), float("inf")])
-def test_energy_feature_gradient_rejects_bad_values(value):
-    with pytest.raises(ValueError, match="energy_feature_gradient"):
-        keras_ersm.EnergyMask(energy_feature_gradient=value)
-
-
-def test_energy_feature_gradient_rejects_non_numbers():
-    with pytest.raises(TypeError, match="energy_feature_gradient"):
-        keras_ersm.EnergyMask(energy_feature_gradient="none")
-
-
-def test_energy_feature_gradient_round_trips_through_config():
-    layer = keras_ersm.EnergyMask(energy_feature_gradient=np.float32(0.25))
-    config = layer.get_config()
-    assert config["energy_feature_gradient"] == 0.25
-    assert keras_ersm.EnergyMask.from_config(config).energy_feature_gradient == 0.25
 
 
 def _input_gradient(layer, x, upstream):
@@ -242,20 +206,28 @@ def test_keep_feature_gradient_keeps_forward_values_and_mask_updates():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
-def test_keep_feature_gradient_validation_and_config():
-    for value in (-0.1, 1.5, float("nan")):
-        with pytest.raises(ValueError, match="keep_feature_gradient"):
-            keras_ersm.EnergyMask(keep_feature_gradient=value)
-    with pytest.raises(TypeError, match="keep_feature_gradient"):
-        keras_ersm.EnergyMask(keep_feature_gradient="none")
-    layer = keras_ersm.EnergyMask(keep_feature_gradient=np.float32(0.0))
-    config = layer.get_config()
-    assert config["keep_feature_gradient"] == 0.0
-    assert keras_ersm.EnergyMask.from_config(config).keep_feature_gradient == 0.0
-    assert keras_ersm.EnergyMask.paper().keep_feature_gradient == 1.0
-    # Configs saved before the argument existed load with the reference value.
-    del config["keep_feature_gradient"]
-    assert keras_ersm.EnergyMask.from_config(config).keep_feature_gradient == 1.0
+@pytest.mark.parametrize(
+    "name, default",
+    [
+        ("energy_feature_gradient", 0.0),
+        ("energy_kernel_gradient", 1.0),
+        ("keep_feature_gradient", 1.0),
+    ],
+)
+def test_gradient_scale_validation_and_config(name, default):
+    for value in (-0.1, 1.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=name):
+            keras_ersm.EnergyMask(**{name: value})
+    with pytest.raises(TypeError, match=name):
+        keras_ersm.EnergyMask(**{name: "none"})
+    config = keras_ersm.EnergyMask(**{name: np.float32(0.25)}).get_config()
+    assert config[name] == 0.25
+    assert getattr(keras_ersm.EnergyMask.from_config(config), name) == 0.25
+    assert getattr(keras_ersm.EnergyMask(), name) == default
+    assert getattr(keras_ersm.EnergyMask.paper(), name) == 1.0
+    # Configs saved before the argument existed load with the default.
+    del config[name]
+    assert getattr(keras_ersm.EnergyMask.from_config(config), name) == default
 
 
 # --- end to end: a plain CNN that the reference energy collapses ------------
