@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_ersm import ops as ersm_ops
 from keras_ersm.layers import _numpy_reference as ref
+from keras_ersm.testing.test_case import input_gradient
 
 
 def _np(x):
@@ -143,31 +144,10 @@ def test_pair_redundancy_gradient_matches_materialised_p_hat(
         red = ersm_ops.redundancy(p_hat, norms)
         return ops.sum(ops.sin(red)) + ops.sum(ops.matmul(p_hat, kernel))
 
-    got = _np(_value_and_grad(loss, x))
-    expected = _np(_value_and_grad(materialised, x))
+    got = input_gradient(loss, x)
+    expected = input_gradient(materialised, x)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 / magnitude)
-
-
-def _value_and_grad(fn, x):
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.grad(fn)(x)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        t = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(t)
-            value = fn(t)
-        return tape.gradient(value, t)
-    import torch
-
-    t = torch.tensor(x, requires_grad=True)
-    fn(t).backward()
-    return t.grad
 
 
 def test_empty_batch_gives_empty_maps(pair_path):

@@ -15,6 +15,7 @@ import pytest
 
 import keras_ersm
 from keras_ersm.datasets import make_cluttered
+from keras_ersm.testing.test_case import input_gradient
 
 BACKEND = keras.backend.backend()
 JIT = BACKEND != "torch"
@@ -120,32 +121,15 @@ def test_forward_values_do_not_depend_on_the_gradient_scale(scale):
 
 def _input_gradient(layer, x, upstream):
     """Gradient of `sum(layer(x) * upstream)` (plus its energy loss) with
-    respect to `x`, on the current backend."""
+    respect to `x`."""
 
     def fn(t):
-        out = layer(t)
-        loss = keras.ops.sum(out * keras.ops.convert_to_tensor(upstream))
+        loss = keras.ops.sum(layer(t) * keras.ops.convert_to_tensor(upstream))
         for extra in layer.losses:
             loss = loss + extra
         return loss
 
-    if BACKEND == "jax":
-        import jax
-
-        return np.asarray(jax.grad(fn)(x))
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        t = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(t)
-            value = fn(t)
-        return tape.gradient(value, t).numpy()
-    import torch
-
-    t = torch.tensor(x, requires_grad=True)
-    fn(t).backward()
-    return t.grad.numpy()
+    return input_gradient(fn, x)
 
 
 def _built(x, **kwargs):

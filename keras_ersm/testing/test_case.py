@@ -41,6 +41,29 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def input_gradient(fn, x):
+    """Gradient of the scalar `fn(x)` with respect to the NumPy array `x`,
+    on the current backend, as a NumPy array."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(x))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            value = fn(t)
+        return tape.gradient(value, t).numpy()
+    import torch
+
+    t = torch.tensor(x, requires_grad=True)
+    fn(t).backward()
+    return t.grad.numpy()
+
+
 def images(n=4, size=16, seed=0):
     """`(n, size, size, 3)` float32 images in [0, 1)."""
     return np.random.default_rng(seed).random((n, size, size, 3), "float32")
