@@ -33,6 +33,13 @@ class ExperimentalMask(keras_ersm.EnergyMask):
                 "`norm_rescale=True` needs `rescale=True`. Received: "
                 f"rescale={self.rescale!r}"
             )
+        if norm_rescale and self.padding == "same" and self.patch_size > 1:
+            # `apply_keep` below does not crop the padded keep map back.
+            raise ValueError(
+                "`norm_rescale=True` supports padding='valid' only for "
+                f"patch_size > 1. Received: padding={self.padding!r}, "
+                f"patch_size={self.patch_size}"
+            )
         self.norm_rescale = bool(norm_rescale)
 
     def _norm_mean_keep(self, inputs, keep):
@@ -47,6 +54,8 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         return ops.where(total > 0, weighted / safe_total, plain)
 
     def apply_keep(self, inputs, keep):
+        # `EnergyMask.apply_keep` with the norm-weighted mean keep in place
+        # of the plain one (the library has no hook for the divisor).
         if not self.norm_rescale:
             return super().apply_keep(inputs, keep)
         inputs = self._as_float(inputs)

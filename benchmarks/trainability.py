@@ -48,9 +48,10 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 # Mask variants: name -> EnergyMask kwargs (None: no mask, the baseline).
 VARIANTS = {
     "baseline": None,
-    # The baseline, built after one extra draw from Keras' global seed
-    # generator: the draw the mask's kernel takes, so its head (and
-    # anything else seeded after it) starts where the masked model's does.
+    # The baseline, built after one extra draw from Python's seeded
+    # generator (a Keras initializer without a seed draws its seed there
+    # when constructed): the draw the mask's kernel initializer takes, so
+    # its head starts where the masked model's does.
     # A control for how much of a cell's spread is the seed, not the mask.
     "baseline_shifted": "baseline_shifted",
     "default": {},
@@ -208,7 +209,11 @@ def build(backbone_name, variant, num_classes, seed, image_size=32):
             )
         }
     if "experimental" in mask_kwargs:
-        assert mask_at == "output", backbone_name
+        if mask_at != "output":
+            raise ValueError(
+                f"Variant {variant!r} puts its mask after the backbone only. "
+                f"Received: backbone={backbone_name!r} (mask at {mask_at!r})"
+            )
         kwargs = {k: v for k, v in mask_kwargs.items() if k != "experimental"}
         model = _experimental.build_classifier(
             backbone, num_classes, **mask_kwargs["experimental"], **kwargs
