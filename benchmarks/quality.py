@@ -31,6 +31,7 @@ import keras_ersm
 from benchmarks import _harness
 from keras_ersm import evaluation
 from keras_ersm.datasets import make_cluttered
+from keras_ersm.evaluation.localization import localization_scores
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -171,12 +172,38 @@ def evaluate(model, test, has_mask, seed):
     occluded = occlude_object_part(x, masks, seed)
     out["object_part_occlusion"] = accuracy(model, occluded, y)
     out["occlusion"] = dict(result.occlusion.accuracy)
+    # Without a mask: Grad-CAM at the last 4-D layer, the last ReLU.
+    out["localization"] = result.localization.to_dict()
     if not has_mask:
         return out
     out["deletion_auc"] = dict(result.deletion.auc)
+    morf = evaluation.deletion_curve(
+        model, (x, y), direction="morf", steps=17, batch_size=128, seed=seed
+    )
+    out["deletion_auc_morf"] = dict(morf.auc)
     out["mask"] = result.mask_statistics.to_dict()
-    out["localization"] = result.localization.to_dict()
+    # Grad-CAM at the mask's output is keep x CAM (the gradient of a GAP +
+    # Dense head is the same at every position), so it contains the keep
+    # map; the class map of the same model that does not is Grad-CAM at the
+    # mask's input, the last ReLU (docs/benchmarks.md, "Quality").
+    cam = evaluation.grad_cam(model, x, layer=_last_relu(model), batch_size=128)
+    peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
+    out["localization"]["scores"]["grad_cam_input"] = localization_scores(
+        cam / np.maximum(peak, 1e-12), masks > 0
+    )
     return out
+
+
+def _last_relu(model):
+    """The last `Activation` layer, inside a nested backbone too."""
+    for layer in reversed(model.layers):
+        if isinstance(layer, keras.Model):
+            found = _last_relu(layer)
+            if found is not None:
+                return found
+        if isinstance(layer, keras.layers.Activation):
+            return layer
+    return None
 
 
 def flatten(prefix, value, into):
@@ -274,6 +301,49 @@ def claims(summary, variant):
             f"{mass:.3f} vs 2 x {area:.3f}",
         )
     )
+    return rows + ranking_claims(s, b)
+
+
+def ranking_claims(s, b):
+    """The "ranking and localization" claims: the keep map against the
+    magnitude and against Grad-CAM of the same model (at the mask's input,
+    and at its output, which is keep x CAM) and of the baseline."""
+
+    def m(d, k):
+        return d.get(k, {}).get("mean", float("nan"))
+
+    lerf = {o: m(s, f"deletion_auc/{o}") for o in ("energy", "magnitude", "grad_cam")}
+    morf = {
+        o: m(s, f"deletion_auc_morf/{o}") for o in ("energy", "magnitude", "grad_cam")
+    }
+    rows = [
+        (
+            "LeRF AUC: energy > magnitude and >= Grad-CAM",
+            lerf["energy"] > lerf["magnitude"] and lerf["energy"] >= lerf["grad_cam"],
+            " / ".join(f"{v:.1f}" for v in lerf.values()),
+        ),
+        (
+            "MoRF AUC: energy < magnitude and < Grad-CAM",
+            morf["energy"] < morf["magnitude"] and morf["energy"] < morf["grad_cam"],
+            " / ".join(f"{v:.1f}" for v in morf.values()),
+        ),
+    ]
+    key = "localization/scores/{}/{}"
+    for metric in ("mass_inside", "pointing_game"):
+        keep = m(s, key.format("keep", metric))
+        for label, d, name in (
+            ("Grad-CAM at the mask's input", s, "grad_cam_input"),
+            ("Grad-CAM at the mask's output (keep x CAM)", s, "grad_cam"),
+            ("the baseline's Grad-CAM", b, "grad_cam"),
+        ):
+            other = m(d, key.format(name, metric))
+            rows.append(
+                (
+                    f"keep {metric} >= {label}",
+                    keep >= other,
+                    f"{keep:.3f} vs {other:.3f}",
+                )
+            )
     return rows
 
 

@@ -134,6 +134,13 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     (Selvaraju et al., 2017). Works on the jax, tensorflow and torch
     backends.
 
+    At an `EnergyMask` followed by global average pooling and a `Dense`
+    layer the gradient is the same at every position, so the map at the
+    mask's output is the keep map times the class activation map of the
+    mask's input: it contains the keep map. To compare the keep map with a
+    class map of the same model that does not, pass the layer before the
+    mask (docs/benchmarks.md, "Quality").
+
     Args:
         model: a Functional or Sequential Keras classifier.
         images: model inputs, an array `(B, ...)`.

@@ -32,6 +32,28 @@ def test_grad_cam_matches_manual_formula():
     np.testing.assert_allclose(cam, expected, rtol=1e-4, atol=1e-7)
 
 
+def test_grad_cam_at_a_mask_is_the_keep_map_times_the_class_map_of_its_input():
+    # The documented identity: with GAP -> Dense after the mask, Grad-CAM at
+    # the mask's output is keep x CAM (the class activation map of the mask's
+    # input), so it is never independent of the keep map.
+    keras.utils.set_random_seed(2)
+    model = _test_utils.tiny_model(patch_size=1)
+    model.get_layer("mask").kernel.assign(np.random.randn(8, 1).astype("float32"))
+    x, _, _ = _test_utils.synthetic_data(num=4)
+    classes = np.array([1, 0, 1, 1])
+    features = keras.ops.convert_to_numpy(model.get_layer("conv")(x))
+    kernel = keras.ops.convert_to_numpy(model.get_layer("dense").kernel)
+    cam = np.maximum(np.einsum("bhwc,cb->bhw", features, kernel[:, classes]), 0)
+    keep = keras_ersm.models.keep_maps(model, x)["mask"]
+    at_mask = keras_ersm.evaluation.grad_cam(model, x, classes=classes)
+    scale = at_mask.max(axis=(1, 2)) / (keep * cam).max(axis=(1, 2))
+    np.testing.assert_allclose(
+        at_mask, scale[:, None, None] * keep * cam, rtol=1e-4, atol=1e-7
+    )
+    # The keep map is not flat, so the identity is not trivial.
+    assert keep.max() > 1.5 * keep.min()
+
+
 def test_grad_cam_any_layer_and_nested():
     inputs = keras.Input((16, 16, 3))
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
