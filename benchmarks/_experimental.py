@@ -11,6 +11,14 @@ gradient into the features switched off, became
   weighted by the tokens' norms instead of the plain mean keep, so
   `sum_i keep_i ||x_i||` equals `sum_i ||x_i||` and empty (all-zero)
   tokens cannot dilute the gain of the others. Needs `rescale=True`.
+- `context=True`: each score gets a term that compares the token with the
+  image's mean normalised token, channel by channel, through a trainable
+  vector `u` (zeros at first, so training starts from the plain layer):
+  `z_i += sum_c u_c g_c p_hat_ic` with `g = mean_j p_hat_j`. The keep can
+  then favour the tokens that agree with what dominates the image (the
+  object) over look-alike fragments elsewhere, which a score of one token
+  alone cannot tell apart (docs/benchmarks.md, "Quality"). The energy's
+  copy of the term reaches `u` only, never the features.
 """
 
 import keras
@@ -25,9 +33,11 @@ class ExperimentalMask(keras_ersm.EnergyMask):
     def __init__(
         self,
         norm_rescale=False,
+        context=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.context = bool(context)
         if norm_rescale and not self.rescale:
             raise ValueError(
                 "`norm_rescale=True` needs `rescale=True`. Received: "
@@ -41,6 +51,40 @@ class ExperimentalMask(keras_ersm.EnergyMask):
                 f"patch_size={self.patch_size}"
             )
         self.norm_rescale = bool(norm_rescale)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.context:
+            self.context_kernel = self.add_weight(
+                name="context_kernel",
+                shape=(self.kernel.shape[0],),
+                initializer="zeros",
+                autocast=False,
+            )
+
+    def _context_term(self, inputs, frozen):
+        unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
+        p_hat = unit * inv[..., None]
+        gist = ops.mean(p_hat, axis=(1, 2), keepdims=True)
+        agreement = p_hat * gist
+        if frozen:
+            agreement = ops.stop_gradient(agreement)
+        u = ops.cast(self.context_kernel, "float32")
+        return ops.sum(agreement * u, axis=-1)
+
+    def _compute_terms(self, inputs, for_energy=True):
+        terms = super()._compute_terms(inputs, for_energy)
+        if not self.context:
+            return terms
+        terms["scores"] = terms["scores"] + self._context_term(inputs, False)
+        terms["keep"] = self._keep(terms["scores"])
+        if for_energy:
+            frozen = self.energy_feature_gradient == 0.0
+            terms["energy_scores"] = terms["energy_scores"] + self._context_term(
+                inputs, frozen
+            )
+            terms["energy_keep"] = self._keep(terms["energy_scores"])
+        return terms
 
     def _norm_mean_keep(self, inputs, keep):
         """Each image's keep averaged with the tokens' norms as weights."""
@@ -69,6 +113,7 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         return {
             **super().get_config(),
             "norm_rescale": self.norm_rescale,
+            "context": self.context,
         }
 
 

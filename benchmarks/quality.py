@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 import keras_ersm
-from benchmarks import _harness
+from benchmarks import _experimental, _harness
 from keras_ersm import evaluation
 from keras_ersm.datasets import make_cluttered
 from keras_ersm.evaluation.localization import localization_scores
@@ -48,6 +48,9 @@ VARIANTS = {
     # scratch), so the frozen recipe's few hundred Adam steps go to the
     # ranking rather than to moving the bias from 0.
     "ersm_bias3": {"bias_initializer": keras.initializers.Constant(3.0)},
+    # benchmarks/_experimental.py, not in the library: a score term that
+    # compares each token with the image's mean token.
+    "ersm_context": {"experimental": True, "context": True},
     "paper": "paper",
 }
 
@@ -72,6 +75,9 @@ def build_model(
         x = keras.layers.Activation("relu")(x)
     if mask_kwargs == "paper":
         x = keras_ersm.EnergyMask.paper(name="energy_mask")(x)
+    elif mask_kwargs is not None and mask_kwargs.get("experimental"):
+        kwargs = {k: v for k, v in mask_kwargs.items() if k != "experimental"}
+        x = _experimental.ExperimentalMask(name="energy_mask", **kwargs)(x)
     elif mask_kwargs is not None:
         x = keras_ersm.EnergyMask(name="energy_mask", **mask_kwargs)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -114,9 +120,14 @@ def frozen_recipe(baseline, train_data, test, seed, epochs, variants=("ersm", "p
             mask_kwargs = {"mask_at": None}
         else:
             mask_kwargs = {"mask_at": "output", **kwargs}
-        model = keras_ersm.models.build_classifier(
-            backbone, 10, freeze_backbone=True, **mask_kwargs
-        )
+        if isinstance(kwargs, dict) and kwargs.get("experimental"):
+            backbone.trainable = False
+            mask_kwargs = {k: v for k, v in kwargs.items() if k != "experimental"}
+            model = _experimental.build_classifier(backbone, 10, **mask_kwargs)
+        else:
+            model = keras_ersm.models.build_classifier(
+                backbone, 10, freeze_backbone=True, **mask_kwargs
+            )
         fit(model, train_data, epochs)
         results[name] = evaluate(model, test, kwargs is not None, seed)
     return results
