@@ -79,6 +79,9 @@ VARIANTS = {
     # No gradient from the scores (task or energy) into the features: the
     # backbone trains only through `x * keep`.
     "score_stop": {"keep_feature_gradient": 0.0},
+    # A sharper keep (the "ranking and localization" work, docs/benchmarks.md,
+    # "Quality"): the scores divided by 0.5.
+    "t05": {"temperature": 0.5},
     "norm_score_stop": {
         "experimental": {"norm_rescale": True},
         "keep_feature_gradient": 0.0,
