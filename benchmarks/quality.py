@@ -48,6 +48,9 @@ VARIANTS = {
     # scratch), so the frozen recipe's few hundred Adam steps go to the
     # ranking rather than to moving the bias from 0.
     "ersm_bias3": {"bias_initializer": keras.initializers.Constant(3.0)},
+    # Starts from no ranking at all (every score equal), so the task, not
+    # the random initial kernel, orders the tokens.
+    "ersm_kernel0": {"kernel_initializer": "zeros"},
     # benchmarks/_experimental.py, not in the library: a score term that
     # compares each token with the image's mean token.
     "ersm_context": {"experimental": True, "context": True},
