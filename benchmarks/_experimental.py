@@ -14,11 +14,11 @@ gradient into the features switched off, became
 - `context=True`: each score gets a term that compares the token with the
   image's mean normalised token, channel by channel, through a trainable
   vector `u` (zeros at first, so training starts from the plain layer):
-  `z_i += sum_c u_c g_c p_hat_ic` with `g = mean_j p_hat_j`. The keep can
-  then favour the tokens that agree with what dominates the image (the
-  object) over look-alike fragments elsewhere, which a score of one token
-  alone cannot tell apart (docs/benchmarks.md, "Quality"). The energy's
-  copy of the term reaches `u` only, never the features.
+  `z_i += sum_c u_c g_c p_hat_ic` with `g = mean_j p_hat_j`, so a token's
+  score can depend on what the image's tokens share on average, which one
+  token alone does not see (docs/benchmarks.md, "Quality"). The energy's
+  copy of the term follows `energy_feature_gradient` and
+  `energy_kernel_gradient` as the kernel's does.
 """
 
 import keras
@@ -62,14 +62,14 @@ class ExperimentalMask(keras_ersm.EnergyMask):
                 autocast=False,
             )
 
-    def _context_term(self, inputs, frozen):
+    def _context_term(self, inputs, feature_scale=1.0, kernel_scale=1.0):
+        """The context term; its gradient to the features is scaled by
+        `feature_scale` and to `u` by `kernel_scale` (same values)."""
         unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
         p_hat = unit * inv[..., None]
         gist = ops.mean(p_hat, axis=(1, 2), keepdims=True)
-        agreement = p_hat * gist
-        if frozen:
-            agreement = ops.stop_gradient(agreement)
-        u = ops.cast(self.context_kernel, "float32")
+        agreement = _scaled(p_hat * gist, feature_scale)
+        u = _scaled(ops.cast(self.context_kernel, "float32"), kernel_scale)
         return ops.sum(agreement * u, axis=-1)
 
     def _compute_terms(self, inputs, for_energy=True):
@@ -79,9 +79,8 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         terms["scores"] = terms["scores"] + self._context_term(inputs, False)
         terms["keep"] = self._keep(terms["scores"])
         if for_energy:
-            frozen = self.energy_feature_gradient == 0.0
             terms["energy_scores"] = terms["energy_scores"] + self._context_term(
-                inputs, frozen
+                inputs, self.energy_feature_gradient, self.energy_kernel_gradient
             )
             terms["energy_keep"] = self._keep(terms["energy_scores"])
         return terms
@@ -115,6 +114,13 @@ class ExperimentalMask(keras_ersm.EnergyMask):
             "norm_rescale": self.norm_rescale,
             "context": self.context,
         }
+
+
+def _scaled(x, scale):
+    """`x`, with its gradient scaled by `scale`."""
+    if scale == 1.0:
+        return x
+    return scale * x + (1.0 - scale) * ops.stop_gradient(x)
 
 
 def build_classifier(backbone, num_classes, **kwargs):

@@ -117,17 +117,20 @@ def frozen_recipe(baseline, train_data, test, seed, epochs, variants=("ersm", "p
     ):
         keras.utils.set_random_seed(seed)
         backbone = keras.Model(baseline.input, features)
-        if kwargs == "paper":
-            mask_kwargs = {"mask_at": "output", **EnergyMaskPaperKwargs()}
-        elif kwargs is None:
-            mask_kwargs = {"mask_at": None}
-        else:
-            mask_kwargs = {"mask_at": "output", **kwargs}
         if isinstance(kwargs, dict) and kwargs.get("experimental"):
-            backbone.trainable = False
+            # A copy, so freezing it leaves the trained baseline as it is.
+            copy = keras.models.clone_model(backbone)
+            copy.set_weights(backbone.get_weights())
+            copy.trainable = False
             mask_kwargs = {k: v for k, v in kwargs.items() if k != "experimental"}
-            model = _experimental.build_classifier(backbone, 10, **mask_kwargs)
+            model = _experimental.build_classifier(copy, 10, **mask_kwargs)
         else:
+            if kwargs == "paper":
+                mask_kwargs = {"mask_at": "output", **EnergyMaskPaperKwargs()}
+            elif kwargs is None:
+                mask_kwargs = {"mask_at": None}
+            else:
+                mask_kwargs = {"mask_at": "output", **kwargs}
             model = keras_ersm.models.build_classifier(
                 backbone, 10, freeze_backbone=True, **mask_kwargs
             )
@@ -204,26 +207,48 @@ def evaluate(model, test, has_mask, seed):
     out["mask"] = result.mask_statistics.to_dict()
     # Grad-CAM at the mask's output is keep x CAM (the gradient of a GAP +
     # Dense head is the same at every position), so it contains the keep
-    # map; the class map of the same model that does not is Grad-CAM at the
-    # mask's input, the last ReLU (docs/benchmarks.md, "Quality").
-    cam = evaluation.grad_cam(model, x, layer=_last_relu(model), batch_size=128)
-    peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
+    # map. Two maps of the same model without it: Grad-CAM at the mask's
+    # input (its gradient still passes through the scores into the keep)
+    # and the exact class activation map of the mask's input,
+    # relu(w_y . x_i) for the predicted class y (docs/benchmarks.md,
+    # "Quality").
+    mask, source = _mask_and_input_layer(model)
+    cam = evaluation.grad_cam(model, x, layer=source, batch_size=128)
     out["localization"]["scores"]["grad_cam_input"] = localization_scores(
-        cam / np.maximum(peak, 1e-12), masks > 0
+        _normalised(cam), masks > 0
+    )
+    features = keras.Model(model.input, mask.input).predict(
+        x, batch_size=128, verbose=0
+    )
+    dense = model.layers[-1]
+    if not isinstance(dense, keras.layers.Dense):
+        raise ValueError(f"Expected a Dense head. Received: {dense.name!r}")
+    weights = keras.ops.convert_to_numpy(dense.kernel)
+    classes = model.predict(x, batch_size=128, verbose=0).argmax(axis=1)
+    class_map = np.maximum(np.einsum("bhwc,cb->bhw", features, weights[:, classes]), 0)
+    out["localization"]["scores"]["cam_input"] = localization_scores(
+        _normalised(class_map), masks > 0
     )
     return out
 
 
-def _last_relu(model):
-    """The last `Activation` layer, inside a nested backbone too."""
-    for layer in reversed(model.layers):
-        if isinstance(layer, keras.Model):
-            found = _last_relu(layer)
-            if found is not None:
-                return found
-        if isinstance(layer, keras.layers.Activation):
-            return layer
-    return None
+def _normalised(maps):
+    peak = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
+    return maps / np.maximum(peak, 1e-12)
+
+
+def _mask_and_input_layer(model):
+    """The model's `EnergyMask` and the layer whose output it reads."""
+    masks = [
+        layer for layer in model.layers if isinstance(layer, keras_ersm.EnergyMask)
+    ]
+    if len(masks) != 1:
+        raise ValueError(f"Expected one EnergyMask. Received: {len(masks)}")
+    mask = masks[0]
+    for layer in model.layers:
+        if layer.output is mask.input:
+            return mask, layer
+    raise ValueError(f"No layer of the model feeds {mask.name!r}")
 
 
 def flatten(prefix, value, into):
@@ -352,11 +377,14 @@ def ranking_claims(s, b):
     for metric in ("mass_inside", "pointing_game"):
         keep = m(s, key.format("keep", metric))
         for label, d, name in (
+            ("the class map (CAM) of the mask's input", s, "cam_input"),
             ("Grad-CAM at the mask's input", s, "grad_cam_input"),
             ("Grad-CAM at the mask's output (keep x CAM)", s, "grad_cam"),
             ("the baseline's Grad-CAM", b, "grad_cam"),
         ):
             other = m(d, key.format(name, metric))
+            if other != other:  # not measured in this run (NaN)
+                continue
             rows.append(
                 (
                     f"keep {metric} >= {label}",
