@@ -166,11 +166,11 @@ class EnergyMask(keras.layers.Layer):
             the empty ones, which were measured to keep a CNN whose features
             are mostly zero early in training from recovering
             (docs/concepts.md, "Trainability"). `1` is the reference layer.
-            Use `0.0` on a backbone without normalisation layers trained
-            with Adam or AdamW, where `1.0` left more runs at chance than
-            the model without the mask; keep `1.0` on normalised backbones,
-            where `0.0` was measured to cost accuracy. The forward values do
-            not depend on it. Defaults to `1.0`.
+            Try `0.0` on a backbone without normalisation layers trained
+            with Adam, where `1.0` left more runs at chance than the model
+            without the mask (measured on one such backbone); keep `1.0` on
+            normalised backbones, where `0.0` was measured to cost accuracy.
+            The forward values do not depend on it. Defaults to `1.0`.
         keep_feature_gradient: float in `[0, 1]`, the scale of every
             gradient that reaches the input features through the scores
             (the task's, through the keep, and the energy's, which is
