@@ -137,9 +137,10 @@ def grad_cam(model, images, layer=None, classes=None, batch_size=32, verbose=0):
     At an `EnergyMask` followed by global average pooling and a `Dense`
     layer the gradient is the same at every position, so the map at the
     mask's output is the keep map times the class activation map of the
-    mask's input: it contains the keep map. To compare the keep map with a
-    class map of the same model that does not, pass the layer before the
-    mask (docs/benchmarks.md, "Quality").
+    mask's input: it contains the keep map. At the layer before the mask
+    the gradient also flows through the mask's scores, so that map depends
+    on the mask too; compare the keep map with the baseline's Grad-CAM
+    (docs/guides/evaluation.md, "Localization").
 
     Args:
         model: a Functional or Sequential Keras classifier.
