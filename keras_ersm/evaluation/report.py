@@ -330,12 +330,13 @@ class EvaluationResult:
             "",
             "A map that puts more of its mass on the object, points at it "
             "more often and keeps the accuracy longer when its least relevant "
-            "tokens go explains the model better. At an EnergyMask followed "
-            "by global average pooling and a Dense layer, Grad-CAM is the "
-            "keep map times the class activation map of the mask's input, so "
-            "it contains the keep map; a model without the mask (the "
-            "baseline's column, where there is one) gives the class map "
-            "alone.",
+            "tokens go explains the model better.",
+            "",
+            "At an EnergyMask followed by global average pooling and a Dense "
+            "layer, Grad-CAM is the keep map times the class activation map "
+            "of the mask's input, so it contains the keep map; a model "
+            "without the mask (the baseline's column, where there is one) "
+            "gives the class map alone.",
             "",
         ]
         return lines
