@@ -26,6 +26,7 @@ from keras import ops
 
 import keras_ersm
 from keras_ersm import ops as ersm_ops
+from keras_ersm.layers.energy_mask import _scale_gradient
 
 
 @keras.saving.register_keras_serializable(package="keras_ersm_benchmarks")
@@ -62,25 +63,25 @@ class ExperimentalMask(keras_ersm.EnergyMask):
                 autocast=False,
             )
 
-    def _context_term(self, inputs, feature_scale=1.0, kernel_scale=1.0):
-        """The context term; its gradient to the features is scaled by
+    def _context_term(self, agreement, feature_scale=1.0, kernel_scale=1.0):
+        """`sum_c u_c agreement_c`; its gradient to the features is scaled by
         `feature_scale` and to `u` by `kernel_scale` (same values)."""
-        unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
-        p_hat = unit * inv[..., None]
-        gist = ops.mean(p_hat, axis=(1, 2), keepdims=True)
-        agreement = _scaled(p_hat * gist, feature_scale)
-        u = _scaled(ops.cast(self.context_kernel, "float32"), kernel_scale)
+        agreement = _scale_gradient(agreement, feature_scale)
+        u = _scale_gradient(ops.cast(self.context_kernel, "float32"), kernel_scale)
         return ops.sum(agreement * u, axis=-1)
 
     def _compute_terms(self, inputs, for_energy=True):
         terms = super()._compute_terms(inputs, for_energy)
         if not self.context:
             return terms
-        terms["scores"] = terms["scores"] + self._context_term(inputs, False)
+        unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
+        p_hat = unit * inv[..., None]
+        agreement = p_hat * ops.mean(p_hat, axis=(1, 2), keepdims=True)
+        terms["scores"] = terms["scores"] + self._context_term(agreement)
         terms["keep"] = self._keep(terms["scores"])
         if for_energy:
             terms["energy_scores"] = terms["energy_scores"] + self._context_term(
-                inputs, self.energy_feature_gradient, self.energy_kernel_gradient
+                agreement, self.energy_feature_gradient, self.energy_kernel_gradient
             )
             terms["energy_keep"] = self._keep(terms["energy_scores"])
         return terms
@@ -114,13 +115,6 @@ class ExperimentalMask(keras_ersm.EnergyMask):
             "norm_rescale": self.norm_rescale,
             "context": self.context,
         }
-
-
-def _scaled(x, scale):
-    """`x`, with its gradient scaled by `scale`."""
-    if scale == 1.0:
-        return x
-    return scale * x + (1.0 - scale) * ops.stop_gradient(x)
 
 
 def build_classifier(backbone, num_classes, **kwargs):

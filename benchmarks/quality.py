@@ -31,7 +31,7 @@ import keras_ersm
 from benchmarks import _experimental, _harness
 from keras_ersm import evaluation
 from keras_ersm.datasets import make_cluttered
-from keras_ersm.evaluation.localization import localization_scores
+from keras_ersm.evaluation.localization import localization_scores, normalise_peak
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -215,7 +215,7 @@ def evaluate(model, test, has_mask, seed):
     mask, source = _mask_and_input_layer(model)
     cam = evaluation.grad_cam(model, x, layer=source, batch_size=128)
     out["localization"]["scores"]["grad_cam_input"] = localization_scores(
-        _normalised(cam), masks > 0
+        normalise_peak(cam), masks > 0
     )
     features = keras.Model(model.input, mask.input).predict(
         x, batch_size=128, verbose=0
@@ -227,14 +227,9 @@ def evaluate(model, test, has_mask, seed):
     classes = model.predict(x, batch_size=128, verbose=0).argmax(axis=1)
     class_map = np.maximum(np.einsum("bhwc,cb->bhw", features, weights[:, classes]), 0)
     out["localization"]["scores"]["cam_input"] = localization_scores(
-        _normalised(class_map), masks > 0
+        normalise_peak(class_map), masks > 0
     )
     return out
-
-
-def _normalised(maps):
-    peak = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
-    return maps / np.maximum(peak, 1e-12)
 
 
 def _mask_and_input_layer(model):
@@ -277,14 +272,16 @@ def summarize(runs):
     return summary
 
 
+def _summary_mean(d, k):
+    """The mean of metric `k` in one variant's summary, NaN if absent."""
+    return d.get(k, {}).get("mean", float("nan"))
+
+
 def claims(summary, variant):
     """The issue-9 claims for one ERSM variant against its baseline."""
     base = "frozen_baseline" if variant.startswith("frozen_") else "baseline"
     s, b = summary[variant], summary[base]
-
-    def m(d, k):
-        return d.get(k, {}).get("mean", float("nan"))
-
+    m = _summary_mean
     auc = {o: m(s, f"deletion_auc/{o}") for o in ("energy", "magnitude", "random")}
     keys = [k for k in s if k.startswith("occlusion/cutout") and k.endswith("_25pct")]
     patch_key = keys[0] if keys else None
@@ -353,10 +350,7 @@ def ranking_claims(s, b):
     """The "ranking and localization" claims: the keep map against the
     magnitude and against Grad-CAM of the same model (at the mask's input,
     and at its output, which is keep x CAM) and of the baseline."""
-
-    def m(d, k):
-        return d.get(k, {}).get("mean", float("nan"))
-
+    m = _summary_mean
     lerf = {o: m(s, f"deletion_auc/{o}") for o in ("energy", "magnitude", "grad_cam")}
     morf = {
         o: m(s, f"deletion_auc_morf/{o}") for o in ("energy", "magnitude", "grad_cam")

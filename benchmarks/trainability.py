@@ -357,6 +357,8 @@ def summarize(records):
     for cell, variants in sorted(cells.items()):
         base = {r["seed"]: r for r in variants.get("baseline", [])}
         base_ok = any(r["left_chance"] for r in base.values())
+        both = variants.get("baseline", []) + variants.get("baseline_shifted", [])
+        pooled = (sum(not r["left_chance"] for r in both), len(both))
         for variant, runs in sorted(variants.items()):
             runs = sorted(runs, key=lambda r: r["seed"])
             acc = _mean([r["test_accuracy"] for r in runs])
@@ -386,13 +388,9 @@ def summarize(records):
             # variant's at-chance count against both baselines pooled (runs
             # of one seed are not reproducible on JAX CPU, so a per-seed
             # comparison only measures chance; docs/benchmarks.md).
-            pooled = variants.get("baseline", []) + variants.get("baseline_shifted", [])
             if "baseline_shifted" in variants and not variant.startswith("baseline"):
                 row["p_more_at_chance"] = p_more_at_chance(
-                    row["runs_at_chance"],
-                    len(runs),
-                    sum(not r["left_chance"] for r in pooled),
-                    len(pooled),
+                    row["runs_at_chance"], len(runs), *pooled
                 )
             if variant == "baseline":
                 row["verdict"] = "baseline" if base_ok else "baseline stays at chance"

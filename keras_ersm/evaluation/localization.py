@@ -69,6 +69,13 @@ def upsample_nearest(maps, height, width):
     return maps[:, rows][:, :, cols]
 
 
+def normalise_peak(maps):
+    """`(B, h, w)` maps divided by their per-image maximum (all-zero maps
+    stay zero)."""
+    peak = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
+    return maps / np.maximum(peak, 1e-12)
+
+
 def localization_scores(maps, objects):
     """Mass inside, pointing game and IoU of `(B, h, w)` maps in [0, 1]."""
     b, height, width = objects.shape
@@ -181,6 +188,5 @@ def mask_localization(
         cam = gradients.grad_cam(
             model, images, layer=mask, batch_size=batch_size, verbose=verbose
         )
-        peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
-        scores["grad_cam"] = localization_scores(cam / np.maximum(peak, 1e-12), objects)
+        scores["grad_cam"] = localization_scores(normalise_peak(cam), objects)
     return LocalizationResult(scores, objects.mean(), len(images), mask.name)

@@ -84,11 +84,6 @@ def _mass_inside(maps, objects):
     return (up * objects).sum(axis=(1, 2)) / np.maximum(up.sum(axis=(1, 2)), 1e-12)
 
 
-def _normalise(cam):
-    peak = cam.reshape(len(cam), -1).max(axis=1)[:, None, None]
-    return cam / np.maximum(peak, 1e-12)
-
-
 class EvaluationResult:
     """Everything `evaluate` measured on one classifier.
 
@@ -762,7 +757,7 @@ def evaluate(
                 )
             scores = {
                 "grad_cam": _localization.localization_scores(
-                    _normalise(cam), objects > 0
+                    _localization.normalise_peak(cam), objects > 0
                 )
             }
             local = LocalizationResult(
@@ -777,7 +772,7 @@ def evaluate(
         examples["images"] = x
         if object_masks is not None:
             examples["object_masks"] = objects[:num_examples] > 0
-            examples["grad_cam"] = _normalise(
+            examples["grad_cam"] = _localization.normalise_peak(
                 grad_cam(model, x, layer=cut, batch_size=batch_size)
             )
         if is_mask:
