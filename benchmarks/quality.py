@@ -44,6 +44,9 @@ VARIANTS = {
     # The energy trains the bias, not the ranking (docs/concepts.md,
     # "Trainability").
     "ersm_kernel_stop": {"energy_kernel_gradient": 0.0},
+    # The energy as a fixed price per token (its gradient always lowers the
+    # keep); benchmarks/trainability.py "price".
+    "ersm_price": {"energy_score_gradient": 0.0},
     # Starts sparse (keep sigmoid(-3) = 0.047, what the energy reaches from
     # scratch), so the frozen recipe's few hundred Adam steps go to the
     # ranking rather than to moving the bias from 0.

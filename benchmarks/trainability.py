@@ -82,6 +82,11 @@ VARIANTS = {
     # A sharper keep (the "ranking and localization" work, docs/benchmarks.md,
     # "Quality"): the scores divided by 0.5.
     "t05": {"temperature": 0.5},
+    # The energy as a fixed price per token: its gradient reaches the scores
+    # only through the keep, so it always lowers the keep (the unary term
+    # keep * softplus(z) otherwise raises a keep whose score is below about
+    # 0.3; benchmarks/energy_probe.py).
+    "price": {"energy_score_gradient": 0.0},
     "norm_score_stop": {
         "experimental": {"norm_rescale": True},
         "keep_feature_gradient": 0.0,

@@ -16,6 +16,11 @@ for one seed and variant and prints, after every epoch, one JSON line:
   tokens. On ReLU features every unit token lies in the positive orthant,
   so a growing `w_dot_mean` scores every non-empty token above the empty
   ones (whose score is the bias alone).
+- `score_mean`, `redundancy_mean`, `redundancy_p10`: the mask's scores `z`
+  and redundancy `S` (`keras_ersm.models.energy_terms`);
+- `energy_raises_keep`: the fraction of tokens where the energy's own
+  gradient lowers `z`, i.e. raises the keep (the unary term
+  keep * softplus(z) is not monotone in `z`; `benchmarks/energy_probe.py`).
 
 These numbers found the mechanism described in docs/concepts.md
 ("Trainability"). Usage:
@@ -62,6 +67,31 @@ def _mask_stats(model, mask, features):
     }
 
 
+def _energy_stats(model, mask, x):
+    terms = keras_ersm.models.energy_terms(model, x)
+    terms = next(iter(terms.values())) if "keep" not in terms else terms
+    z = np.asarray(terms["scores"], "float64")
+    s = np.asarray(terms["redundancy"], "float64")
+    regularizer = mask.energy_regularizer
+    t = float(mask.temperature)
+    keep = 1.0 / (1.0 + np.exp(z / t))
+    sig = 1.0 / (1.0 + np.exp(-z))
+    energy = regularizer.unary * np.logaddexp(0.0, z) + (
+        regularizer.pairwise * np.logaddexp(0.0, s)
+    )
+    # d(keep * E)/dz: the keep's slope times E, plus keep times dE/dz (the
+    # latter scaled by `energy_score_gradient`).
+    grad = -keep * (1.0 - keep) / t * energy + (
+        mask.energy_score_gradient * keep * regularizer.unary * sig
+    )
+    return {
+        "score_mean": float(z.mean()),
+        "redundancy_mean": float(s.mean()),
+        "redundancy_p10": float(np.percentile(s, 10)),
+        "energy_raises_keep": float(np.mean(grad > 0)),
+    }
+
+
 def probe(backbone, optimizer, dataset, variant, seed, epochs=12, train_size=3000):
     """Trains one run and returns the per-epoch records and the test accuracy."""
     (x, y), (xt, yt), num_classes = trainability.load_data(dataset, train_size)
@@ -81,6 +111,8 @@ def probe(backbone, optimizer, dataset, variant, seed, epochs=12, train_size=300
         row.update({k: float(v) for k, v in (logs or {}).items()})
         if masks:
             row.update(_mask_stats(model, masks[0], {"x": probe_x, "f": f}))
+            if masks[0].energy_regularizer is not None:
+                row.update(_energy_stats(model, masks[0], probe_x))
         records.append(row)
         print(json.dumps(row), flush=True)
 

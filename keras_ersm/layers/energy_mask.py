@@ -236,6 +236,7 @@ class EnergyMask(keras.layers.Layer):
         energy_feature_gradient=0.0,
         energy_kernel_gradient=1.0,
         keep_feature_gradient=1.0,
+        energy_score_gradient=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -277,6 +278,12 @@ class EnergyMask(keras.layers.Layer):
         self.keep_feature_gradient = _validation.check_number(
             "keep_feature_gradient",
             keep_feature_gradient,
+            minimum=0.0,
+            maximum=1.0,
+        )
+        self.energy_score_gradient = _validation.check_number(
+            "energy_score_gradient",
+            energy_score_gradient,
             minimum=0.0,
             maximum=1.0,
         )
@@ -322,6 +329,7 @@ class EnergyMask(keras.layers.Layer):
             energy_feature_gradient=1.0,
             energy_kernel_gradient=1.0,
             keep_feature_gradient=1.0,
+            energy_score_gradient=1.0,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -465,7 +473,12 @@ class EnergyMask(keras.layers.Layer):
             energy_scores = energy_dots * inv + bias
             energy_keep = self._keep(energy_scores)
         terms["redundancy"] = ersm_ops.redundancy_from_pairs(pairs, inv)
-        terms["energy_scores"] = energy_scores
+        # The scores the energy `E(z, S)` sees: with `energy_score_gradient=0`
+        # the energy is a fixed price per token and its gradient reaches the
+        # scores only through the keep, so it always lowers the keep.
+        terms["energy_scores"] = _scale_gradient(
+            energy_scores, self.energy_score_gradient
+        )
         terms["energy_keep"] = energy_keep
         return terms
 
@@ -583,6 +596,7 @@ class EnergyMask(keras.layers.Layer):
                 "energy_feature_gradient": self.energy_feature_gradient,
                 "energy_kernel_gradient": self.energy_kernel_gradient,
                 "keep_feature_gradient": self.keep_feature_gradient,
+                "energy_score_gradient": self.energy_score_gradient,
             }
         )
         return config

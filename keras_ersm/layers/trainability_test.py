@@ -196,6 +196,7 @@ def test_keep_feature_gradient_keeps_forward_values_and_mask_updates():
         ("energy_feature_gradient", 0.0),
         ("energy_kernel_gradient", 1.0),
         ("keep_feature_gradient", 1.0),
+        ("energy_score_gradient", 1.0),
     ],
 )
 def test_gradient_scale_validation_and_config(name, default):
@@ -212,6 +213,78 @@ def test_gradient_scale_validation_and_config(name, default):
     # Configs saved before the argument existed load with the default.
     del config[name]
     assert getattr(keras_ersm.EnergyMask.from_config(config), name) == default
+
+
+# --- energy_score_gradient: the energy as a price per token ----------------
+
+
+def test_reference_energy_raises_a_keep_whose_score_is_low():
+    # keep * softplus(z) is not monotone in z: below z ~ 0.6 its gradient
+    # lowers z, i.e. raises the keep (docs/concepts.md, "Trainability").
+    regularizer = keras_ersm.EnergyRegularizer(unary=1.0, pairwise=0.0)
+    z = np.array([[[-1.0, 0.0, 1.0, 3.0]]], "float32")
+    s = keras.ops.zeros(z.shape)
+    grad = np.asarray(
+        input_gradient(lambda t: regularizer(keras.ops.sigmoid(-t), t, s), z)
+    )
+    assert grad[0, 0, 0] > 0 and grad[0, 0, 1] > 0
+    assert grad[0, 0, 2] < 0 and grad[0, 0, 3] < 0
+
+
+def _layer_energy_step(x, bias=-1.0, **kwargs):
+    """One SGD step of an `EnergyMask` on its energy loss alone: the change
+    of its bias and of its mean keep."""
+    keras.utils.set_random_seed(0)
+    layer = keras_ersm.EnergyMask(
+        energy_regularizer=keras_ersm.EnergyRegularizer(unary=1.0, pairwise=0.0),
+        bias_initializer=keras.initializers.Constant(bias),
+        **kwargs,
+    )
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, layer(inputs))
+
+    def zero_loss(y_true, y_pred):
+        return 0.0 * keras.ops.sum(y_pred)
+
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=zero_loss, jit_compile=JIT)
+    keep = keras_ersm.models.keep_maps(model, x)[layer.name]
+    bias = float(np.ravel(keras.ops.convert_to_numpy(layer.bias))[0])
+    model.fit(x, np.zeros_like(x), batch_size=len(x), epochs=1, verbose=0)
+    after = keras_ersm.models.keep_maps(model, x)[layer.name]
+    bias_change = float(np.ravel(keras.ops.convert_to_numpy(layer.bias))[0]) - bias
+    return bias_change, float(np.mean(after) - np.mean(keep))
+
+
+def test_energy_score_gradient_zero_always_lowers_the_keep():
+    x = np.random.default_rng(0).normal(size=(4, 6, 6, 5)).astype("float32")
+    # Bias -1: every score is below the turning point of keep * softplus(z),
+    # where the reference energy raises the keep ...
+    bias_change, keep_change = _layer_energy_step(x)
+    assert bias_change < 0 and keep_change > 0
+    # ... and the energy as a price lowers it, whatever the scores:
+    # d(loss)/dz = -keep (1 - keep) E / T < 0.
+    for bias in (-3.0, -1.0, 0.0, 1.0, 3.0):
+        bias_change, keep_change = _layer_energy_step(
+            x, bias=bias, energy_score_gradient=0.0
+        )
+        assert bias_change > 0 and keep_change < 0, bias
+
+
+def test_energy_score_gradient_keeps_forward_values():
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 5)).astype("float32")
+    reference = _built(x)
+    layer = _built(x, energy_score_gradient=0.0)
+    layer.set_weights(reference.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)),
+        keras.ops.convert_to_numpy(reference(x)),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.losses[0]),
+        keras.ops.convert_to_numpy(reference.losses[0]),
+        rtol=1e-6,
+    )
 
 
 # --- end to end: a plain CNN that the reference energy collapses ------------
