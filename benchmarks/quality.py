@@ -36,27 +36,37 @@ from keras_ersm.evaluation.localization import localization_scores, normalise_pe
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 # name -> EnergyMask kwargs; None is the baseline, "paper" EnergyMask.paper().
+# `ersm` is `EnergyMask()`; since session 6 its energy is a price per token
+# (`energy_score_gradient=0.0`). The variants measured before that pin the
+# previous `energy_score_gradient=1.0`, so a rerun reproduces their files in
+# results/ (`ersm` in files older than session 6 is `ersm_reference_energy`).
+_REFERENCE_ENERGY = {"energy_score_gradient": 1.0}
 VARIANTS = {
     "baseline": None,
     "ersm": {},
     "ersm_coherent": {"coherence_steps": 2},
-    "ersm_t05": {"temperature": 0.5},
+    # The default until session 6 (docs/concepts.md, "Trainability").
+    "ersm_reference_energy": dict(_REFERENCE_ENERGY),
+    "ersm_t05": {"temperature": 0.5, **_REFERENCE_ENERGY},
     # The energy trains the bias, not the ranking (docs/concepts.md,
     # "Trainability").
-    "ersm_kernel_stop": {"energy_kernel_gradient": 0.0},
-    # The energy as a fixed price per token (its gradient always lowers the
-    # keep); benchmarks/trainability.py "price".
+    "ersm_kernel_stop": {"energy_kernel_gradient": 0.0, **_REFERENCE_ENERGY},
+    # The energy as a fixed price per token, the default since session 6
+    # (benchmarks/trainability.py "default"); results/quality_price_jax.*.
     "ersm_price": {"energy_score_gradient": 0.0},
     # Starts sparse (keep sigmoid(-3) = 0.047, what the energy reaches from
     # scratch), so the frozen recipe's few hundred Adam steps go to the
     # ranking rather than to moving the bias from 0.
-    "ersm_bias3": {"bias_initializer": keras.initializers.Constant(3.0)},
+    "ersm_bias3": {
+        "bias_initializer": keras.initializers.Constant(3.0),
+        **_REFERENCE_ENERGY,
+    },
     # Starts from no ranking at all (every score equal), so the task, not
     # the random initial kernel, orders the tokens.
-    "ersm_kernel0": {"kernel_initializer": "zeros"},
+    "ersm_kernel0": {"kernel_initializer": "zeros", **_REFERENCE_ENERGY},
     # benchmarks/_experimental.py, not in the library: a score term that
     # compares each token with the image's mean token.
-    "ersm_context": {"experimental": True, "context": True},
+    "ersm_context": {"experimental": True, "context": True, **_REFERENCE_ENERGY},
     "paper": "paper",
 }
 
@@ -231,6 +241,11 @@ def evaluate(model, test, has_mask, seed):
     class_map = np.maximum(np.einsum("bhwc,cb->bhw", features, weights[:, classes]), 0)
     out["localization"]["scores"]["cam_input"] = localization_scores(
         normalise_peak(class_map), masks > 0
+    )
+    # The class-agnostic cue the scores cannot see: they read the tokens
+    # normalised, so a token's magnitude ||x_i|| never reaches its keep.
+    out["localization"]["scores"]["magnitude_input"] = localization_scores(
+        normalise_peak(np.linalg.norm(features, axis=-1)), masks > 0
     )
     return out
 

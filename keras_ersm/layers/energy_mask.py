@@ -184,6 +184,22 @@ class EnergyMask(keras.layers.Layer):
             from recovering (docs/concepts.md, "Trainability"). `1` is the
             reference layer. The forward values do not depend on it.
             Defaults to `1.0`.
+        energy_score_gradient: float in `[0, 1]`, the scale of the energy
+            loss's gradient through the energy's own dependence on the
+            scores (the unary term `lambda * softplus(z)`). The loss
+            `keep * E` is not monotone in the score: where `z` is below
+            about 0.4 and the redundancy is low, its gradient lowers `z`,
+            which *raises* the keep. `0` makes `E` a fixed price per token,
+            so the energy's gradient reaches the scores only through the
+            keep and always lowers it. `1` is the reference layer. Measured:
+            on a backbone whose features are signed at the mask (a
+            residual sum without a ReLU, as in `MobileNetV3Small`) the
+            redundancy is low and `1` raised the mean keep above 0.5; `0`
+            keeps it below and passes every cell of the trainability
+            matrix that `1` passed. The
+            forward values do not depend on it (docs/concepts.md,
+            "Trainability"). Defaults to `0.0` (`EnergyMask.paper()` uses
+            `1.0`).
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -236,7 +252,7 @@ class EnergyMask(keras.layers.Layer):
         energy_feature_gradient=0.0,
         energy_kernel_gradient=1.0,
         keep_feature_gradient=1.0,
-        energy_score_gradient=1.0,
+        energy_score_gradient=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
