@@ -1,8 +1,10 @@
-"""Energy probe: which way the default energy pushes the keep, and the
+"""Energy probe: which way the reference energy pushes the keep, and the
 redundancy each trainability backbone shows the mask at initialisation.
 
-1. The gradient of the default `EnergyRegularizer` loss with respect to a
-   score `z` (keep = sigmoid(-z)), for redundancies `S` from 0 to 8:
+1. The gradient of the default `EnergyRegularizer` loss, averaged over
+   four tokens, with respect to a score `z` (keep = sigmoid(-z)) when the
+   energy's own dependence on `z` is differentiated too (the reference
+   layer, `energy_score_gradient=1.0`), for redundancies `S` from 0 to 8:
    positive means gradient descent lowers `z`, i.e. raises the keep.
 2. The mean and 10-90% range of `S` and of the scores at the mask of each
    backbone of `benchmarks/trainability.py`, untrained, on 128 images of

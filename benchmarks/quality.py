@@ -163,6 +163,7 @@ def EnergyMaskPaperKwargs():
         "coherence_steps",
         "energy_regularizer",
         "rescale",
+        "energy_score_gradient",
     )
     return {k: config[k] for k in keys}
 

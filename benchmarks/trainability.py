@@ -47,8 +47,8 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 # Mask variants: name -> EnergyMask kwargs (None: no mask, the baseline).
 # Every variant below `default` was measured before the energy became a
-# price per token (keras_ersm 0.2's `energy_score_gradient=0.0`), so each
-# pins the previous `energy_score_gradient=1.0`: its runs in
+# price per token (the default since session 6, `energy_score_gradient=0`),
+# so each pins the previous `energy_score_gradient=1.0`: its runs in
 # results/trainability_jax.jsonl stay what its kwargs build.
 _REFERENCE_ENERGY = {"energy_score_gradient": 1.0}
 VARIANTS = {

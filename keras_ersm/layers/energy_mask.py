@@ -186,7 +186,9 @@ class EnergyMask(keras.layers.Layer):
             Defaults to `1.0`.
         energy_score_gradient: float in `[0, 1]`, the scale of the energy
             loss's gradient through the energy's own dependence on the
-            scores (the unary term `lambda * softplus(z)`). The loss
+            scores (for `EnergyRegularizer`, the unary term
+            `lambda * softplus(z)`; for a custom regularizer, every use of
+            its `scores` argument; the keep always gets it in full). The loss
             `keep * E` is not monotone in the score: where `z` is below
             about 0.4 and the redundancy is low, its gradient lowers `z`,
             which *raises* the keep. `0` makes `E` a fixed price per token,
@@ -311,11 +313,12 @@ class EnergyMask(keras.layers.Layer):
 
         Bias initialised to 6.0, `lambda = gamma = 1e-3`, `T = 1`, no
         coherence, no output rescaling, the energy's gradient reaching the
-        features in full (`energy_feature_gradient=1.0`), and a kernel
-        initialised like a PyTorch `nn.Linear` (uniform in
-        `+-1/sqrt(fan_in)`). These settings
-        reproduce the published code; trained from scratch they collapse
-        (keep near 0), so prefer the defaults unless the backbone is frozen
+        features in full (`energy_feature_gradient=1.0`) and flowing through
+        its own dependence on the scores (`energy_score_gradient=1.0`), and
+        a kernel initialised like a PyTorch `nn.Linear` (uniform in
+        `+-1/sqrt(fan_in)`). These settings reproduce the published code;
+        trained from scratch they collapse (keep near 0), so prefer the
+        defaults unless the backbone is frozen
         and pretrained.
 
         Args:
@@ -489,12 +492,7 @@ class EnergyMask(keras.layers.Layer):
             energy_scores = energy_dots * inv + bias
             energy_keep = self._keep(energy_scores)
         terms["redundancy"] = ersm_ops.redundancy_from_pairs(pairs, inv)
-        # The scores the energy `E(z, S)` sees: with `energy_score_gradient=0`
-        # the energy is a fixed price per token and its gradient reaches the
-        # scores only through the keep, so it always lowers the keep.
-        terms["energy_scores"] = _scale_gradient(
-            energy_scores, self.energy_score_gradient
-        )
+        terms["energy_scores"] = energy_scores
         terms["energy_keep"] = energy_keep
         return terms
 
@@ -557,8 +555,13 @@ class EnergyMask(keras.layers.Layer):
         return inputs * keep
 
     def _energy_loss(self, terms):
+        # The scores the energy `E(z, S)` sees: with `energy_score_gradient=0`
+        # the energy is a fixed price per token and its gradient reaches the
+        # scores only through the keep, so it always lowers the keep
+        # (docs/concepts.md, "The energy as a price per token").
+        scores = _scale_gradient(terms["energy_scores"], self.energy_score_gradient)
         loss = self.energy_regularizer(
-            terms["energy_keep"], terms["energy_scores"], terms["redundancy"]
+            terms["energy_keep"], scores, terms["redundancy"]
         )
         if len(ops.shape(loss)) != 0:
             raise ValueError(

@@ -219,8 +219,9 @@ def test_gradient_scale_validation_and_config(name, default):
 
 
 def test_reference_energy_raises_a_keep_whose_score_is_low():
-    # keep * softplus(z) is not monotone in z: below z ~ 0.6 its gradient
-    # lowers z, i.e. raises the keep (docs/concepts.md, "Trainability").
+    # keep * softplus(z) is not monotone in z: below z ~ 0.54 its gradient
+    # lowers z, i.e. raises the keep (docs/concepts.md, "The energy as a
+    # price per token").
     regularizer = keras_ersm.EnergyRegularizer(unary=1.0, pairwise=0.0)
     z = np.array([[[-1.0, 0.0, 1.0, 3.0]]], "float32")
     s = keras.ops.zeros(z.shape)
@@ -231,12 +232,14 @@ def test_reference_energy_raises_a_keep_whose_score_is_low():
     assert grad[0, 0, 2] < 0 and grad[0, 0, 3] < 0
 
 
-def _layer_energy_step(x, bias=-1.0, **kwargs):
-    """One SGD step of an `EnergyMask` on its energy loss alone: the change
-    of its bias and of its mean keep."""
+def _layer_energy_step(x, bias=-1.0, regularizer=None, terms=False, **kwargs):
+    """One SGD step (learning rate 0.1) of an `EnergyMask` on its energy loss
+    alone: the change of its bias and of its mean keep (and, with
+    `terms=True`, the layer and its `energy_terms` before the step)."""
     keras.utils.set_random_seed(0)
     layer = keras_ersm.EnergyMask(
-        energy_regularizer=keras_ersm.EnergyRegularizer(unary=1.0, pairwise=0.0),
+        energy_regularizer=regularizer
+        or keras_ersm.EnergyRegularizer(unary=1.0, pairwise=0.0),
         bias_initializer=keras.initializers.Constant(bias),
         **kwargs,
     )
@@ -248,10 +251,15 @@ def _layer_energy_step(x, bias=-1.0, **kwargs):
 
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=zero_loss, jit_compile=JIT)
     keep = keras_ersm.models.keep_maps(model, x)[layer.name]
+    before = {
+        k: keras.ops.convert_to_numpy(v) for k, v in layer.energy_terms(x).items()
+    }
     bias = float(np.ravel(keras.ops.convert_to_numpy(layer.bias))[0])
     model.fit(x, np.zeros_like(x), batch_size=len(x), epochs=1, verbose=0)
     after = keras_ersm.models.keep_maps(model, x)[layer.name]
     bias_change = float(np.ravel(keras.ops.convert_to_numpy(layer.bias))[0]) - bias
+    if terms:
+        return bias_change, before
     return bias_change, float(np.mean(after) - np.mean(keep))
 
 
@@ -267,6 +275,46 @@ def test_default_energy_always_lowers_the_keep():
     for bias in (-3.0, -1.0, 0.0, 1.0, 3.0):
         bias_change, keep_change = _layer_energy_step(x, bias=bias)
         assert bias_change > 0 and keep_change < 0, bias
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_default_energy_gradient_is_that_of_a_fixed_price(temperature):
+    # d mean(keep * stop_gradient(E)) / db = mean(-keep (1 - keep) E / T):
+    # the bias moves by lr * mean(keep (1 - keep) E) / T, E at its values.
+    x = np.random.default_rng(2).normal(size=(3, 5, 5, 4)).astype("float32")
+    regularizer = keras_ersm.EnergyRegularizer(unary=1.0, pairwise=0.5)
+    bias_change, before = _layer_energy_step(
+        x, bias=0.3, regularizer=regularizer, terms=True, temperature=temperature
+    )
+    keep, energy = before["keep"], before["energy"]
+    expected = 0.1 * np.mean(keep * (1.0 - keep) * energy) / temperature
+    np.testing.assert_allclose(bias_change, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"coherence_steps": 2},
+        {"energy_feature_gradient": 1.0, "energy_kernel_gradient": 0.5},
+    ],
+)
+def test_energy_score_gradient_scales_only_the_energys_own_score_term(kwargs):
+    # The mask's updates are linear in the scale: 0.5 is halfway between the
+    # price (0) and the reference (1), and the two differ.
+    def step(scale):
+        _, kernel, bias = _energy_only_step({"energy_score_gradient": scale, **kwargs})
+        return np.concatenate([kernel.ravel(), np.ravel(bias)])
+
+    price, half, reference = step(0.0), step(0.5), step(1.0)
+    assert np.abs(price - reference).max() > 1e-6
+    np.testing.assert_allclose(half, 0.5 * (price + reference), rtol=1e-3, atol=1e-7)
+
+
+def test_paper_energy_score_gradient_can_be_overridden():
+    layer = keras_ersm.EnergyMask.paper(energy_score_gradient=0.0)
+    assert layer.energy_score_gradient == 0.0
+    assert keras_ersm.EnergyMask.paper().energy_score_gradient == 1.0
 
 
 def test_energy_score_gradient_keeps_forward_values():
