@@ -245,8 +245,15 @@ def evaluate(model, test, has_mask, seed):
     )
     # The class-agnostic cue the scores cannot see: they read the tokens
     # normalised, so a token's magnitude ||x_i|| never reaches its keep.
+    norms = np.linalg.norm(features, axis=-1)
     out["localization"]["scores"]["magnitude_input"] = localization_scores(
-        normalise_peak(np.linalg.norm(features, axis=-1)), masks > 0
+        normalise_peak(norms), masks > 0
+    )
+    # What the mask lets through: the norm of each masked token, keep_i *
+    # ||x_i|| (patch size 1), class-agnostic like the keep.
+    keep = keras_ersm.models.keep_maps(model, x, layer=mask, batch_size=128)
+    out["localization"]["scores"]["keep_x_magnitude"] = localization_scores(
+        normalise_peak(keep * norms), masks > 0
     )
     return out
 
@@ -403,6 +410,22 @@ def ranking_claims(s, b):
                     f"keep {metric} >= {label}",
                     keep >= other,
                     f"{keep:.3f} vs {other:.3f}",
+                )
+            )
+    # The class-agnostic maps beside the keep: the magnitude of the mask's
+    # input and what the mask lets through (keep x magnitude), against the
+    # baseline's Grad-CAM.
+    for metric in ("mass_inside", "pointing_game"):
+        other = m(b, key.format("grad_cam", metric))
+        for name in ("magnitude_input", "keep_x_magnitude"):
+            mine = m(s, key.format(name, metric))
+            if mine != mine or other != other:
+                continue
+            rows.append(
+                (
+                    f"{name} {metric} >= the baseline's Grad-CAM",
+                    mine >= other,
+                    f"{mine:.3f} vs {other:.3f}",
                 )
             )
     return rows
