@@ -1,0 +1,104 @@
+"""The main job over seeds, with the default energy and the previous one.
+
+Runs `examples/train_cifar.py` (the offline default: the bundled
+cluttered benchmark) once per seed and energy setting, in this process,
+and collects each run's ERSM and baseline numbers from its `report.json`:
+clean accuracy, mean keep, and the mass inside the object and pointing
+game of the keep map, of Grad-CAM of the ERSM model and of Grad-CAM of the
+baseline. `reference_energy` is the main job with
+`EnergyMask(energy_score_gradient=1.0)`, the default before the energy
+became a price per token (docs/concepts.md). Read on the Benchmarks page
+("The main job").
+
+    KERAS_BACKEND=jax python -m benchmarks.main_job_seeds --seeds 0 1 2
+
+Writes `benchmarks/results/main_job_seeds_<backend>.json`.
+"""
+
+import argparse
+import json
+import os
+import runpy
+import sys
+
+import keras
+
+import keras_ersm
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "examples", "train_cifar.py")
+ENERGIES = {"default": {}, "reference_energy": {"energy_score_gradient": 1.0}}
+
+
+def run(seed, energy, output_dir):
+    """One main-job run; returns its report's `results`."""
+    build = keras_ersm.models.build_classifier
+
+    def patched(*args, **kwargs):
+        if kwargs.get("mask_at"):
+            kwargs = {**kwargs, **ENERGIES[energy]}
+        return build(*args, **kwargs)
+
+    keras_ersm.models.build_classifier = patched
+    argv = sys.argv
+    sys.argv = [SCRIPT, "--seed", str(seed), "--output-dir", output_dir]
+    try:
+        runpy.run_path(SCRIPT, run_name="__main__")
+    finally:
+        sys.argv = argv
+        keras_ersm.models.build_classifier = build
+    with open(os.path.join(output_dir, "report.json")) as f:
+        return json.load(f)["results"]
+
+
+def summary(results):
+    ersm, base = results["ersm"], results["baseline"]
+    scores = ersm["localization"]["scores"]
+    out = {
+        "ersm_accuracy": ersm["clean_accuracy"],
+        "baseline_accuracy": base["clean_accuracy"],
+        "mean_keep": ersm["mask_statistics"]["mean_keep"],
+    }
+    for name, d in (("keep", scores), ("grad_cam_ersm", scores)):
+        key = "keep" if name == "keep" else "grad_cam"
+        out[f"{name}_mass_inside"] = d[key]["mass_inside"]
+        out[f"{name}_pointing_game"] = d[key]["pointing_game"]
+    base_cam = base["localization"]["scores"]["grad_cam"]
+    out["grad_cam_baseline_mass_inside"] = base_cam["mass_inside"]
+    out["grad_cam_baseline_pointing_game"] = base_cam["pointing_game"]
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--energies", nargs="+", default=list(ENERGIES), choices=list(ENERGIES)
+    )
+    parser.add_argument("--work-dir", default="runs/main_job_seeds")
+    args = parser.parse_args(argv)
+    rows = []
+    for energy in args.energies:
+        for seed in args.seeds:
+            out = os.path.join(args.work_dir, f"{energy}_seed{seed}")
+            rows.append(
+                {"energy": energy, "seed": seed, **summary(run(seed, energy, out))}
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    backend = keras.backend.backend()
+    path = os.path.join(RESULTS, f"main_job_seeds_{backend}.json")
+    with open(path, "w") as f:
+        json.dump(
+            {
+                "command": f"KERAS_BACKEND={backend} python -m "
+                "benchmarks.main_job_seeds " + " ".join(argv or sys.argv[1:]),
+                "runs": rows,
+            },
+            f,
+            indent=2,
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
