@@ -166,10 +166,11 @@ class EnergyMask(keras.layers.Layer):
             the empty ones, which were measured to keep a CNN whose features
             are mostly zero early in training from recovering
             (docs/concepts.md, "Trainability"). `1` is the reference layer.
-            Try `0.0` on a backbone without normalisation layers trained
-            with Adam, where `1.0` left more runs at chance than the model
-            without the mask (measured on one such backbone); keep `1.0` on
-            normalised backbones, where `0.0` was measured to cost accuracy.
+            With `energy_score_gradient=1.0` (the previous default), `0.0`
+            helped a backbone without normalisation layers trained with
+            Adam, where `1.0` left more runs at chance than the model
+            without the mask, and cost accuracy on a normalised backbone;
+            with the current default it has not been measured.
             The forward values do not depend on it. Defaults to `1.0`.
         keep_feature_gradient: float in `[0, 1]`, the scale of every
             gradient that reaches the input features through the scores
