@@ -48,8 +48,8 @@ def main():
     masks = {}
     for name in trainability.BACKBONES:
         model, _ = trainability.build(name, "default", num_classes, 0)
-        terms = keras_ersm.models.energy_terms(model, x[:128])
-        terms = next(iter(terms.values())) if "keep" not in terms else terms
+        mask = keras_ersm.models.energy_mask_layers(model)[0]
+        terms = keras_ersm.models.energy_terms(model, x[:128], layer=mask)
         s = np.asarray(terms["redundancy"])
         z = np.asarray(terms["scores"])
         masks[name] = {

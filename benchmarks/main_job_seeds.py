@@ -59,13 +59,13 @@ def summary(results):
         "baseline_accuracy": base["clean_accuracy"],
         "mean_keep": ersm["mask_statistics"]["mean_keep"],
     }
-    for name, d in (("keep", scores), ("grad_cam_ersm", scores)):
-        key = "keep" if name == "keep" else "grad_cam"
-        out[f"{name}_mass_inside"] = d[key]["mass_inside"]
-        out[f"{name}_pointing_game"] = d[key]["pointing_game"]
-    base_cam = base["localization"]["scores"]["grad_cam"]
-    out["grad_cam_baseline_mass_inside"] = base_cam["mass_inside"]
-    out["grad_cam_baseline_pointing_game"] = base_cam["pointing_game"]
+    for name, found in (
+        ("keep", scores["keep"]),
+        ("grad_cam_ersm", scores["grad_cam"]),
+        ("grad_cam_baseline", base["localization"]["scores"]["grad_cam"]),
+    ):
+        out[f"{name}_mass_inside"] = found["mass_inside"]
+        out[f"{name}_pointing_game"] = found["pointing_game"]
     return out
 
 

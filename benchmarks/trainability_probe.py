@@ -68,26 +68,21 @@ def _mask_stats(model, mask, features):
 
 
 def _energy_stats(model, mask, x):
-    terms = keras_ersm.models.energy_terms(model, x)
-    terms = next(iter(terms.values())) if "keep" not in terms else terms
-    z = np.asarray(terms["scores"], "float64")
-    s = np.asarray(terms["redundancy"], "float64")
-    regularizer = mask.energy_regularizer
+    terms = {
+        k: np.asarray(v, "float64")
+        for k, v in keras_ersm.models.energy_terms(model, x, layer=mask).items()
+    }
+    z, keep, energy = terms["scores"], terms["keep"], terms["energy"]
     t = float(mask.temperature)
-    keep = 1.0 / (1.0 + np.exp(z / t))
-    sig = 1.0 / (1.0 + np.exp(-z))
-    energy = regularizer.unary * np.logaddexp(0.0, z) + (
-        regularizer.pairwise * np.logaddexp(0.0, s)
-    )
     # d(keep * E)/dz: the keep's slope times E, plus keep times dE/dz (the
-    # latter scaled by `energy_score_gradient`).
-    grad = -keep * (1.0 - keep) / t * energy + (
-        mask.energy_score_gradient * keep * regularizer.unary * sig
+    # latter scaled by `energy_score_gradient`; dE/dz = lambda sigmoid(z)).
+    grad = -keep * (1.0 - keep) / t * energy + mask.energy_score_gradient * (
+        keep * mask.energy_regularizer.unary / (1.0 + np.exp(-z))
     )
     return {
         "score_mean": float(z.mean()),
-        "redundancy_mean": float(s.mean()),
-        "redundancy_p10": float(np.percentile(s, 10)),
+        "redundancy_mean": float(terms["redundancy"].mean()),
+        "redundancy_p10": float(np.percentile(terms["redundancy"], 10)),
         "energy_raises_keep": float(np.mean(grad > 0)),
     }
 

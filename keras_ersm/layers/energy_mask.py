@@ -199,10 +199,9 @@ class EnergyMask(keras.layers.Layer):
             residual sum without a ReLU, as in `MobileNetV3Small`) the
             redundancy is low and `1` raised the mean keep above 0.5; `0`
             keeps it below and passes every cell of the trainability
-            matrix that `1` passed. The
-            forward values do not depend on it (docs/concepts.md,
-            "Trainability"). Defaults to `0.0` (`EnergyMask.paper()` uses
-            `1.0`).
+            matrix that `1` passed. The forward values do not depend on it
+            (docs/concepts.md, "The energy as a price per token"). Defaults
+            to `0.0` (`EnergyMask.paper()` uses `1.0`).
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -319,8 +318,7 @@ class EnergyMask(keras.layers.Layer):
         a kernel initialised like a PyTorch `nn.Linear` (uniform in
         `+-1/sqrt(fan_in)`). These settings reproduce the published code;
         trained from scratch they collapse (keep near 0), so prefer the
-        defaults unless the backbone is frozen
-        and pretrained.
+        defaults unless the backbone is frozen and pretrained.
 
         Args:
             **overrides: any `EnergyMask` argument, e.g. `patch_size=2`.

@@ -232,10 +232,10 @@ def test_reference_energy_raises_a_keep_whose_score_is_low():
     assert grad[0, 0, 2] < 0 and grad[0, 0, 3] < 0
 
 
-def _layer_energy_step(x, bias=-1.0, regularizer=None, terms=False, **kwargs):
+def _layer_energy_step(x, bias=-1.0, regularizer=None, **kwargs):
     """One SGD step (learning rate 0.1) of an `EnergyMask` on its energy loss
-    alone: the change of its bias and of its mean keep (and, with
-    `terms=True`, the layer and its `energy_terms` before the step)."""
+    alone: the change of its bias and of its mean keep, and its
+    `energy_terms` before the step."""
     keras.utils.set_random_seed(0)
     layer = keras_ersm.EnergyMask(
         energy_regularizer=regularizer
@@ -258,9 +258,7 @@ def _layer_energy_step(x, bias=-1.0, regularizer=None, terms=False, **kwargs):
     model.fit(x, np.zeros_like(x), batch_size=len(x), epochs=1, verbose=0)
     after = keras_ersm.models.keep_maps(model, x)[layer.name]
     bias_change = float(np.ravel(keras.ops.convert_to_numpy(layer.bias))[0]) - bias
-    if terms:
-        return bias_change, before
-    return bias_change, float(np.mean(after) - np.mean(keep))
+    return bias_change, float(np.mean(after) - np.mean(keep)), before
 
 
 def test_default_energy_always_lowers_the_keep():
@@ -268,12 +266,12 @@ def test_default_energy_always_lowers_the_keep():
     # Bias -1: every score is below the turning point of keep * softplus(z),
     # where the reference energy (energy_score_gradient=1) raises the keep
     # (keras_ersm 0.1's default; MobileNetV3Small's mask rose to 0.53) ...
-    bias_change, keep_change = _layer_energy_step(x, energy_score_gradient=1.0)
+    bias_change, keep_change, _ = _layer_energy_step(x, energy_score_gradient=1.0)
     assert bias_change < 0 and keep_change > 0
     # ... and the default energy, a price per token, lowers it whatever the
     # scores: d(loss)/dz = -keep (1 - keep) E / T < 0.
     for bias in (-3.0, -1.0, 0.0, 1.0, 3.0):
-        bias_change, keep_change = _layer_energy_step(x, bias=bias)
+        bias_change, keep_change, _ = _layer_energy_step(x, bias=bias)
         assert bias_change > 0 and keep_change < 0, bias
 
 
@@ -283,8 +281,8 @@ def test_default_energy_gradient_is_that_of_a_fixed_price(temperature):
     # the bias moves by lr * mean(keep (1 - keep) E) / T, E at its values.
     x = np.random.default_rng(2).normal(size=(3, 5, 5, 4)).astype("float32")
     regularizer = keras_ersm.EnergyRegularizer(unary=1.0, pairwise=0.5)
-    bias_change, before = _layer_energy_step(
-        x, bias=0.3, regularizer=regularizer, terms=True, temperature=temperature
+    bias_change, _, before = _layer_energy_step(
+        x, bias=0.3, regularizer=regularizer, temperature=temperature
     )
     keep, energy = before["keep"], before["energy"]
     expected = 0.1 * np.mean(keep * (1.0 - keep) * energy) / temperature
