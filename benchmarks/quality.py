@@ -249,12 +249,8 @@ def evaluate(model, test, has_mask, seed):
     out["localization"]["scores"]["magnitude_input"] = localization_scores(
         normalise_peak(norms), masks > 0
     )
-    # What the mask lets through: the norm of each masked token, keep_i *
-    # ||x_i|| (patch size 1), class-agnostic like the keep.
-    keep = keras_ersm.models.keep_maps(model, x, layer=mask, batch_size=128)
-    out["localization"]["scores"]["keep_x_magnitude"] = localization_scores(
-        normalise_peak(keep * norms), masks > 0
-    )
+    # What the mask lets through, keep_i * ||x_i||, is the library's "kept"
+    # map (in `result.localization`, and its deletion order in the AUCs).
     return out
 
 
@@ -359,7 +355,7 @@ def claims(summary, variant):
         (
             "deletion AUC energy > magnitude > random",
             auc["energy"] > auc["magnitude"] > auc["random"],
-            " / ".join(f"{auc[o]:.1f}" for o in auc),
+            " / ".join(f"{auc[o]:.1f}" for o in ("energy", "magnitude", "random")),
         )
     )
     rows.append(
@@ -381,18 +377,26 @@ def ranking_claims(s, b):
     morf = {
         o: m(s, f"deletion_auc_morf/{o}") for o in ("energy", "magnitude", "grad_cam")
     }
-    rows = [
-        (
-            "LeRF AUC: energy > magnitude and >= Grad-CAM",
-            lerf["energy"] > lerf["magnitude"] and lerf["energy"] >= lerf["grad_cam"],
-            " / ".join(f"{v:.1f}" for v in lerf.values()),
-        ),
-        (
-            "MoRF AUC: energy < magnitude and < Grad-CAM",
-            morf["energy"] < morf["magnitude"] and morf["energy"] < morf["grad_cam"],
-            " / ".join(f"{v:.1f}" for v in morf.values()),
-        ),
-    ]
+    rows = []
+    # The keep's order (energy) and, since session 7, what the mask lets
+    # through (kept: keep x token norm, `keras_ersm.evaluation`'s "kept").
+    for order in ("energy", "kept"):
+        mine = m(s, f"deletion_auc/{order}")
+        mine_morf = m(s, f"deletion_auc_morf/{order}")
+        if mine != mine:  # not measured in this run (NaN)
+            continue
+        rows += [
+            (
+                f"LeRF AUC: {order} > magnitude and >= Grad-CAM",
+                mine > lerf["magnitude"] and mine >= lerf["grad_cam"],
+                " / ".join(f"{v:.1f}" for v in (mine, *list(lerf.values())[1:])),
+            ),
+            (
+                f"MoRF AUC: {order} < magnitude and < Grad-CAM",
+                mine_morf < morf["magnitude"] and mine_morf < morf["grad_cam"],
+                " / ".join(f"{v:.1f}" for v in (mine_morf, *list(morf.values())[1:])),
+            ),
+        ]
     key = "localization/scores/{}/{}"
     for metric in ("mass_inside", "pointing_game"):
         keep = m(s, key.format("keep", metric))
@@ -413,11 +417,12 @@ def ranking_claims(s, b):
                 )
             )
     # The class-agnostic maps beside the keep: the magnitude of the mask's
-    # input and what the mask lets through (keep x magnitude), against the
-    # baseline's Grad-CAM.
+    # input and what the mask lets through (keep x magnitude: "kept" from
+    # `keras_ersm.evaluation` since session 7, computed here as
+    # "keep_x_magnitude" before), against the baseline's Grad-CAM.
     for metric in ("mass_inside", "pointing_game"):
         other = m(b, key.format("grad_cam", metric))
-        for name in ("magnitude_input", "keep_x_magnitude"):
+        for name in ("magnitude_input", "keep_x_magnitude", "kept"):
             mine = m(s, key.format(name, metric))
             if mine != mine or other != other:
                 continue
@@ -488,7 +493,7 @@ def plot(report, path):
     axes[0].set_xticks(np.arange(len(variants)) + 0.2, variants, rotation=15)
     axes[0].set_ylabel("accuracy (%)")
     axes[0].legend()
-    orders = ["energy", "magnitude", "random", "grad_cam"]
+    orders = ["energy", "kept", "magnitude", "random", "grad_cam"]
     for j, v in enumerate(v for v in variants if v != "baseline"):
         means = [
             summary[v].get(f"deletion_auc/{o}", {}).get("mean", np.nan) for o in orders

@@ -121,6 +121,15 @@ OPTIMIZERS = {
     "adam": lambda: keras.optimizers.Adam(2e-3),
     "adamw": lambda: keras.optimizers.AdamW(2e-3),
     "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    # Other learning rates, for the cells whose baseline does not leave
+    # chance on every seed at the rates above (the issue asks for "learning
+    # rates where the baseline learns"; docs/benchmarks.md, "Trainability").
+    "adam_1e-3": lambda: keras.optimizers.Adam(1e-3),
+    "adam_5e-4": lambda: keras.optimizers.Adam(5e-4),
+    "adamw_1e-3": lambda: keras.optimizers.AdamW(1e-3),
+    "adamw_5e-4": lambda: keras.optimizers.AdamW(5e-4),
+    "sgd_0.01": lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+    "sgd_0.2": lambda: keras.optimizers.SGD(0.2, momentum=0.9),
 }
 
 
@@ -179,7 +188,7 @@ BACKBONES = {
 # other backbones and the harder data. Both train every run alike.
 QUICK = {
     "backbones": ["plain_cnn"],
-    "optimizers": list(OPTIMIZERS),
+    "optimizers": ["adam", "adamw", "sgd"],
     "datasets": ["cluttered"],
     "seeds": [0, 1, 2],
     "epochs": 12,
@@ -551,10 +560,11 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int)
     parser.add_argument(
         "--variants",
-        nargs="+",
+        nargs="*",
         default=["default"],
         choices=[v for v in VARIANTS if v != "baseline"],
-        help="mask variants to train beside the baseline (default: default)",
+        help="mask variants to train beside the baseline (default: default; "
+        "none: the baseline alone)",
     )
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument(

@@ -97,7 +97,13 @@ def test_end_to_end_writes_every_report_file(tmp_path):
         assert "object" in result["occlusion"]["accuracy"]
         assert result["deletion"]["fractions"][0] == 0.0
         assert result["deletion"]["fractions"][-1] == 1.0
-    assert set(ersm["deletion"]["auc"]) == {"energy", "magnitude", "random", "grad_cam"}
+    assert set(ersm["deletion"]["auc"]) == {
+        "energy",
+        "kept",
+        "magnitude",
+        "random",
+        "grad_cam",
+    }
     assert set(base["deletion"]["auc"]) == {"magnitude", "random", "grad_cam"}
     assert 0.0 <= ersm["mask_statistics"]["mean_keep"] <= 1.0
     assert set(ersm["localization"]["scores"]) == {"keep", "grad_cam"}

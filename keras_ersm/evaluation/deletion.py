@@ -6,7 +6,9 @@ import numpy as np
 from keras_ersm import _validation
 from keras_ersm.evaluation import _data, _graph, _progress, gradients
 
-ORDERS = ("energy", "magnitude", "random", "grad_cam")
+ORDERS = ("energy", "kept", "magnitude", "random", "grad_cam")
+# The orders that need an EnergyMask at the cut (its scores and keep).
+MASK_ORDERS = ("energy", "kept")
 DIRECTIONS = ("lerf", "morf")
 
 
@@ -98,7 +100,9 @@ class DeletionCurveResult:
 def check_orders(orders, cut):
     """The orders to run at `cut` (a `_graph.Cut`): all that apply for `None`."""
     if orders is None:
-        return ORDERS if cut.is_mask else tuple(o for o in ORDERS if o != "energy")
+        if cut.is_mask:
+            return ORDERS
+        return tuple(o for o in ORDERS if o not in MASK_ORDERS)
     if isinstance(orders, str):
         orders = (orders,)
     try:
@@ -113,11 +117,12 @@ def check_orders(orders, cut):
         or len(set(orders)) != len(orders)
     ):
         raise _graph.invalid("orders", f"distinct names among {ORDERS}", orders)
-    if "energy" in orders and not cut.is_mask:
+    needs_mask = [o for o in orders if o in MASK_ORDERS]
+    if needs_mask and not cut.is_mask:
         raise _graph.invalid(
             "orders",
-            f"orders without 'energy' at layer {cut.name!r}, which is not an "
-            "EnergyMask (it has no scores)",
+            f"orders without {needs_mask[0]!r} at layer {cut.name!r}, which is "
+            "not an EnergyMask (it has no scores or keep)",
             orders,
         )
     return orders
@@ -162,13 +167,16 @@ def pool_to_tokens(cam, patch_size):
     return cam.reshape(b, gh, p, gw, p).mean(axis=(2, 4))
 
 
-def _priorities(orders, scores, norms, cam, rng):
+def _priorities(orders, scores, keep, norms, cam, rng):
     b = norms.shape[0]
     out = {}
     for order in orders:
         if order == "energy":
             # Highest score z = lowest keep logit: deleted first in "lerf".
             out[order] = -scores.reshape(b, -1)
+        elif order == "kept":
+            # What the mask lets through, keep_i * ||x_i||.
+            out[order] = (keep * norms).reshape(b, -1)
         elif order == "magnitude":
             out[order] = norms.reshape(b, -1)
         elif order == "grad_cam":
@@ -206,7 +214,9 @@ def deletion_curve(
 
     Orders, in `direction="lerf"` (least relevant first, the paper's LeRF):
     `"energy"` deletes the highest score `z` first (lowest keep logit),
-    `"magnitude"` the lowest token norm `||x_i||` first, `"random"` a seeded
+    `"kept"` the lowest `keep_i * ||x_i||` first (the norm of what the mask
+    lets through at the token), `"magnitude"` the lowest token norm
+    `||x_i||` first, `"random"` a seeded
     random permutation, `"grad_cam"` the lowest Grad-CAM (at the layer's
     output, for the predicted class, averaged per token) first. With
     `direction="morf"` each order is reversed.
@@ -231,10 +241,10 @@ def deletion_curve(
         layer: name or instance of the layer to cut at, an `EnergyMask` or
             any layer with a 4-D output, or `None` for the model's last
             `EnergyMask`. Defaults to `None`.
-        orders: names among `"energy"` (only at an `EnergyMask`),
-            `"magnitude"`, `"random"`, `"grad_cam"`, or `None` for all that
-            apply: all four at an `EnergyMask`, the last three elsewhere.
-            Defaults to `None`.
+        orders: names among `"energy"` and `"kept"` (both only at an
+            `EnergyMask`), `"magnitude"`, `"random"`, `"grad_cam"`, or
+            `None` for all that apply: all five at an `EnergyMask`, the
+            last three elsewhere. Defaults to `None`.
         direction: `"lerf"` or `"morf"`. Defaults to `"lerf"`.
         steps: `None` for every `k = 0..N` (`N + 1` points, full
             resolution), or an int >= 2 for that many evenly spaced `k`
@@ -317,7 +327,7 @@ def deletion_curve(
         cam = None
         if "grad_cam" in orders:
             cam = _token_grad_cam(split, outs, features, keep, threshold)
-        priorities = _priorities(orders, scores, norms, cam, rng)
+        priorities = _priorities(orders, scores, keep, norms, cam, rng)
         positions = {o: deletion_positions(p, direction) for o, p in priorities.items()}
         keep_flat = keep.reshape(b, -1)
         blocks = [(o, i) for o in orders for i in range(len(ks))]

@@ -39,6 +39,9 @@ def _naive_curve(model, x, y, orders, batch_size, seed, replace_keep=False):
         for order in orders:
             if order == "energy":
                 rank[order] = np.argsort(-scores.reshape(b, n), 1, kind="stable")
+            elif order == "kept":
+                kept = keep.reshape(b, n) * norms
+                rank[order] = np.argsort(kept, 1, kind="stable")
             elif order == "magnitude":
                 rank[order] = np.argsort(norms, 1, kind="stable")
             else:
@@ -63,7 +66,7 @@ def _naive_curve(model, x, y, orders, batch_size, seed, replace_keep=False):
 def test_batched_equals_naive(trained):
     model, x, y = trained
     x, y = x[:16], y[:16]
-    orders = ("energy", "magnitude", "random")
+    orders = ("energy", "kept", "magnitude", "random")
     result = keras_ersm.evaluation.deletion_curve(
         model, (x, y), orders=orders, batch_size=8, step_batch_size=24, seed=3
     )
@@ -96,7 +99,8 @@ def test_endpoints(trained):
     )
     all_deleted = _accuracy(deleted, y)
     np.testing.assert_allclose(result.fractions, [0, 0.25, 0.5, 0.75, 1.0])
-    for order in ("energy", "magnitude", "random", "grad_cam"):
+    assert set(result.accuracy) == set(deletion.ORDERS)
+    for order in ("energy", "kept", "magnitude", "random", "grad_cam"):
         assert result.accuracy[order][0] == clean
         assert result.accuracy[order][-1] == all_deleted
         assert 0.0 <= result.auc[order] <= 100.0
@@ -107,7 +111,28 @@ def test_endpoints(trained):
     payload = json.loads(json.dumps(result.to_dict()))
     assert set(payload["auc"]) == set(result.auc)
     figure = result.plot()
-    assert len(figure.axes[0].lines) == 4
+    assert len(figure.axes[0].lines) == 5
+
+
+def test_kept_order_differs_from_energy_and_magnitude(trained):
+    """The kept order ranks by keep * ||x||: neither the scores' order nor
+    the norms' (on the trained fixture all three differ on some image)."""
+    model, x, _ = trained
+    terms = keras_ersm.models.energy_terms(model, x[:16], layer="mask")
+    b = len(terms["keep"])
+    kept = (terms["keep"] * terms["norms"]).reshape(b, -1)
+    priorities = deletion._priorities(
+        ("energy", "kept", "magnitude"),
+        terms["scores"],
+        terms["keep"],
+        terms["norms"],
+        None,
+        None,
+    )
+    np.testing.assert_array_equal(priorities["kept"], kept)
+    ranks = {o: np.argsort(p, 1, kind="stable") for o, p in priorities.items()}
+    assert np.any(ranks["kept"] != ranks["energy"])
+    assert np.any(ranks["kept"] != ranks["magnitude"])
 
 
 def test_energy_positions_follow_scores():
@@ -348,6 +373,10 @@ def test_cut_layer_errors_name_the_layer():
     with pytest.raises(ValueError, match="'energy'.*layer 'c2'.*not an EnergyMask"):
         keras_ersm.evaluation.deletion_curve(
             model, (x, y), layer="c2", orders=("energy", "random")
+        )
+    with pytest.raises(ValueError, match="'kept'.*layer 'c2'.*not an EnergyMask"):
+        keras_ersm.evaluation.deletion_curve(
+            model, (x, y), layer="c2", orders=("random", "kept")
         )
     with pytest.raises(ValueError, match="4-D output.*Received: layer='pool'"):
         keras_ersm.evaluation.deletion_curve(model, (x, y), layer="pool")

@@ -11,12 +11,12 @@ class LocalizationResult:
     """Localization scores of the keep map (and of Grad-CAM).
 
     Attributes:
-        scores: dict, map name (`"keep"`, `"grad_cam"`) -> dict with
-            `"mass_inside"` (fraction of the map's mass inside the object),
-            `"pointing_game"` (fraction of images whose highest cell contains
-            object pixels) and `"iou"` (IoU of map > 0.5 with the object;
-            Grad-CAM is first divided by its per-image maximum). All in
-            [0, 1], averaged over images.
+        scores: dict, map name (`"keep"`, `"kept"`, `"grad_cam"`) -> dict
+            with `"mass_inside"` (fraction of the map's mass inside the
+            object), `"pointing_game"` (fraction of images whose highest
+            cell contains object pixels) and `"iou"` (IoU of map > 0.5 with
+            the object; the kept map and Grad-CAM are first divided by their
+            per-image maximum). All in [0, 1], averaged over images.
         object_fraction: mean fraction of the image covered by the object
             (what a uniform map scores as `mass_inside`).
         num_images: images evaluated.
@@ -112,12 +112,16 @@ def mask_localization(
 ):
     """Localization of an EnergyMask layer's keep map against object masks.
 
-    Keep maps (and Grad-CAM maps at the layer's output, for the predicted
-    class) are stretched to the image by nearest neighbour and compared with
-    the object masks: fraction of the map's mass inside the object, pointing
-    game (the highest cell of the map contains object pixels), and IoU of
-    map > 0.5 with the object (Grad-CAM divided by its per-image maximum
-    first).
+    Three maps (two without Grad-CAM) are stretched to the image by nearest
+    neighbour and compared with the object masks: the keep map; the kept
+    map, `keep_i * ||x_i||`, the norm of what the mask lets through at each
+    token (class-agnostic like the keep, but it also sees the features'
+    magnitude, which the scores discard by reading the tokens normalised);
+    and Grad-CAM at the layer's output, for the predicted class. Metrics:
+    fraction of the map's mass inside the object, pointing game (the
+    highest cell of the map contains object pixels), and IoU of map > 0.5
+    with the object (the kept map and Grad-CAM divided by their per-image
+    maximum first).
 
     Args:
         model: a Functional or Sequential Keras model with an `EnergyMask`.
@@ -134,8 +138,9 @@ def mask_localization(
             it) or `2` (one line at the end). Defaults to `0`.
 
     Returns:
-        A `LocalizationResult` with `.scores["keep"]` (and
-        `.scores["grad_cam"]`), `.object_fraction`, `.to_dict()`, `.plot()`.
+        A `LocalizationResult` with `.scores["keep"]`, `.scores["kept"]`
+        (and `.scores["grad_cam"]`), `.object_fraction`, `.to_dict()`,
+        `.plot()`.
 
     Examples:
 
@@ -180,10 +185,15 @@ def mask_localization(
         )
     objects = objects > 0
     _progress.check_verbose(verbose)
-    _, keep = statistics.mask_keep_maps(
+    terms = statistics.mask_terms(
         model, images, mask, batch_size, 0 if grad_cam else verbose, "images"
     )
-    scores = {"keep": localization_scores(keep, objects)}
+    scores = {
+        "keep": localization_scores(terms["keep"], objects),
+        "kept": localization_scores(
+            normalise_peak(terms["keep"] * terms["norms"]), objects
+        ),
+    }
     if grad_cam:
         cam = gradients.grad_cam(
             model, images, layer=mask, batch_size=batch_size, verbose=verbose

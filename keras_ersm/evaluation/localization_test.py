@@ -29,7 +29,7 @@ def test_mask_localization():
     model = _test_utils.tiny_model()
     x, _, objects = _test_utils.synthetic_data(num=6)
     result = keras_ersm.evaluation.mask_localization(model, x, objects[..., None])
-    assert set(result.scores) == {"keep", "grad_cam"}
+    assert set(result.scores) == {"keep", "kept", "grad_cam"}
     for values in result.scores.values():
         assert set(values) == set(localization.METRICS)
         assert all(0.0 <= v <= 1.0 for v in values.values())
@@ -39,7 +39,22 @@ def test_mask_localization():
     only_keep = keras_ersm.evaluation.mask_localization(
         model, x, objects, grad_cam=False
     )
-    assert list(only_keep.scores) == ["keep"]
+    assert list(only_keep.scores) == ["keep", "kept"]
+
+
+def test_kept_map_is_keep_times_token_norm():
+    """The kept map scores `keep * ||x||` divided by its per-image peak."""
+    keras.utils.set_random_seed(0)
+    model = _test_utils.tiny_model()
+    x, _, objects = _test_utils.synthetic_data(num=6)
+    result = keras_ersm.evaluation.mask_localization(model, x, objects, grad_cam=False)
+    terms = keras_ersm.models.energy_terms(model, x, layer="mask")
+    kept = localization.normalise_peak(terms["keep"] * terms["norms"])
+    expected = localization.localization_scores(kept, objects > 0)
+    for metric, value in expected.items():
+        assert result.scores["kept"][metric] == pytest.approx(value, rel=1e-5)
+    keep_only = localization.localization_scores(terms["keep"], objects > 0)
+    assert result.scores["kept"] != keep_only
 
 
 def test_errors():

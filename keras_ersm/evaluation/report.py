@@ -40,8 +40,9 @@ FIGURES = {
     "keep_overlay.png": "the mask's keep maps over test images",
     "mask_histogram.png": "how much of each test image the mask keeps",
     "localization.png": "the localization table as bars",
-    "keep_vs_grad_cam.png": "test images, their object masks, the keep map "
-    "and Grad-CAM side by side, with each map's share of mass inside the object",
+    "keep_vs_grad_cam.png": "test images, their object masks, the keep map, "
+    "the kept map and Grad-CAM side by side, with each map's share of mass "
+    "inside the object",
 }
 OCCLUSION_LEGEND = (
     "Settings: *Cutout* hides square patches of the given side at random "
@@ -103,8 +104,9 @@ class EvaluationResult:
             object masks.
         examples: dict of numpy arrays for the figures: `"images"`, and
             where measured `"object_masks"`, `"keep"` (keep maps in
-            [0, 1]) and `"grad_cam"` (Grad-CAM divided by its per-image
-            maximum). Not part of `to_dict()`.
+            [0, 1]), `"kept"` (keep times token norm, divided by its
+            per-image maximum) and `"grad_cam"` (Grad-CAM divided by its
+            per-image maximum). Not part of `to_dict()`.
         layer: name of the layer the deletion curves cut at.
         params: the model's parameter count.
         seconds: wall-clock time of the evaluation.
@@ -290,6 +292,9 @@ class EvaluationResult:
             if "keep" in scores:
                 label = "keep map" if single else f"{r.name} keep map"
                 columns.append((label, scores["keep"], auc.get("energy")))
+            if "kept" in scores:
+                label = "kept map" if single else f"{r.name} kept map"
+                columns.append((label, scores["kept"], auc.get("kept")))
             if "grad_cam" in scores:
                 label = "Grad-CAM" if single else f"Grad-CAM ({r.name} model)"
                 columns.append((label, scores["grad_cam"], auc.get("grad_cam")))
@@ -319,7 +324,11 @@ class EvaluationResult:
             "Each map is stretched to the image and compared with the object "
             "masks of the test images. Grad-CAM is computed at the cut layer "
             "for the predicted class and divided by its maximum; the keep "
-            "map's deletion order is the energy order. A uniform map puts "
+            "map's deletion order is the energy order. The kept map is "
+            "keep times the norm of each token of the mask's input, "
+            "`keep_i * ||x_i||`: what the mask lets through, class-agnostic "
+            "like the keep map (divided by its maximum; its order is the "
+            "kept order). A uniform map puts "
             f"{uniform:.3f} of its mass inside the object: the share of the "
             "image the object covers.",
             "",
@@ -426,13 +435,14 @@ class EvaluationResult:
         images = examples["images"][:max_images]
         objects = np.asarray(examples["object_masks"][: len(images)]) > 0
         rows = [("image", None), ("object mask", None)]
-        if "keep" in examples:
-            rows.append(
-                (
-                    "keep map" if len(with_cam) < 2 else f"{self.name} keep map",
-                    examples["keep"][: len(images)],
+        for key in ("keep", "kept"):
+            if key in examples:
+                rows.append(
+                    (
+                        f"{key} map" if len(with_cam) < 2 else f"{self.name} {key} map",
+                        examples[key][: len(images)],
+                    )
                 )
-            )
         for r in with_cam:
             label = "Grad-CAM" if len(with_cam) < 2 else f"Grad-CAM ({r.name})"
             rows.append((label, r.examples["grad_cam"][: len(images)]))
@@ -475,7 +485,9 @@ class EvaluationResult:
                 mappable, ax=axes[2:, -1].tolist(), shrink=0.9, aspect=25
             )
             colorbar.solids.set_alpha(1.0)
-            colorbar.set_label("keep, or Grad-CAM / its maximum", fontsize="small")
+            colorbar.set_label(
+                "keep, or kept map or Grad-CAM / its maximum", fontsize="small"
+            )
         figure.suptitle(
             f"{self.name}: which map lands on the object? "
             "(inside: share of the map's mass on the object)"
@@ -616,16 +628,16 @@ def evaluate(
 
     - clean accuracy and accuracy under occlusion (`occlusion_robustness`);
     - deletion curves (`deletion_curve`) at a cut layer: the model's last
-      `EnergyMask` (orders energy, magnitude, random, Grad-CAM), or for a
+      `EnergyMask` (orders energy, kept, magnitude, random, Grad-CAM), or for a
       model without one any layer with a 4-D output, by default the last
       one (magnitude, random and Grad-CAM orders), so a baseline needs no
       mask;
     - keep-map statistics (`mask_statistics`) when the cut is an
       `EnergyMask`;
-    - with `object_masks`: localization of the keep map and of Grad-CAM at
-      the cut layer (`mask_localization`; Grad-CAM alone without a mask),
-      and the example maps for a figure that puts images, object masks,
-      keep map and Grad-CAM side by side.
+    - with `object_masks`: localization of the keep map, the kept map and
+      Grad-CAM at the cut layer (`mask_localization`; Grad-CAM alone
+      without a mask), and the example maps for a figure that puts images,
+      object masks, keep map, kept map and Grad-CAM side by side.
 
     The protocols are described in the guide "Evaluating occlusion,
     deletion and localization" (`docs/guides/evaluation.md`).
@@ -643,7 +655,8 @@ def evaluate(
             last `EnergyMask`, else the last top-level layer with a 4-D
             output. Defaults to `None`.
         orders: deletion orders, `None` for all that apply (no `"energy"`
-            without an `EnergyMask`), or `()` to skip the deletion curves.
+            or `"kept"` without an `EnergyMask`), or `()` to skip the
+            deletion curves.
             Defaults to `None`.
         occlusion: dict of arguments of `occlusion_robustness`
             (`patch_sizes`, `fractions`, `hide_sizes`, `hide_probability`,
@@ -776,9 +789,13 @@ def evaluate(
                 grad_cam(model, x, layer=cut, batch_size=batch_size)
             )
         if is_mask:
-            from keras_ersm.models import keep_maps
+            from keras_ersm.models import energy_terms
 
-            examples["keep"] = keep_maps(model, x, layer=cut, batch_size=batch_size)
+            terms = energy_terms(model, x, layer=cut, batch_size=batch_size)
+            examples["keep"] = terms["keep"]
+            examples["kept"] = _localization.normalise_peak(
+                terms["keep"] * terms["norms"]
+            )
     return EvaluationResult(
         name,
         occlusion_result,

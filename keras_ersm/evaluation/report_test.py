@@ -35,10 +35,18 @@ def test_functional_with_energy_mask(data, tmp_path):
     )
     assert isinstance(result, EvaluationResult)
     assert result.layer == "mask"
-    assert set(result.deletion.auc) == {"energy", "magnitude", "random", "grad_cam"}
-    assert set(result.localization.scores) == {"keep", "grad_cam"}
+    assert set(result.deletion.auc) == {
+        "energy",
+        "kept",
+        "magnitude",
+        "random",
+        "grad_cam",
+    }
+    assert set(result.localization.scores) == {"keep", "kept", "grad_cam"}
     assert 0.0 <= result.mask_statistics["mean_keep"] <= 1.0
     assert result.examples["keep"].shape == (8, 8, 8)
+    assert result.examples["kept"].shape == (8, 8, 8)
+    assert result.examples["kept"].max() == pytest.approx(1.0)
     assert result.examples["grad_cam"].shape == (8, 16, 16)
     data_dict = json.loads(json.dumps(result.to_dict()))
     assert data_dict["clean_accuracy"] == result.clean_accuracy
@@ -50,7 +58,10 @@ def test_functional_with_energy_mask(data, tmp_path):
     assert f"{result.deletion.auc['energy']:.1f}" in markdown
     keep = result.localization.scores["keep"]["mass_inside"]
     assert f"{keep:.3f}" in markdown
-    assert "| metric | keep map | Grad-CAM | uniform map |" in markdown
+    assert "| metric | keep map | kept map | Grad-CAM | uniform map |" in markdown
+    kept = result.localization.scores["kept"]["pointing_game"]
+    assert f"{kept:.3f}" in markdown
+    assert f"{result.deletion.auc['kept']:.1f}" in markdown
     assert "*Hide-and-Seek*" in markdown
 
     written = result.save_plots(tmp_path / "plots")
@@ -90,7 +101,7 @@ def test_baseline_cut_at_a_named_layer_and_side_by_side(data, tmp_path):
     markdown = ersm.to_markdown(baseline=result, figures=["occlusion.png"])
     assert "| metric | ERSM | baseline |" in markdown
     assert (
-        "| metric | ERSM keep map | Grad-CAM (ERSM model) | "
+        "| metric | ERSM keep map | ERSM kept map | Grad-CAM (ERSM model) | "
         "Grad-CAM (baseline model) | uniform map |"
     ) in markdown
     assert f"{result.deletion.auc['magnitude']:.1f}" in markdown

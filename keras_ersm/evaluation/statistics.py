@@ -85,9 +85,15 @@ def mask_keep_maps(model, data, layer=None, batch_size=32, verbose=0, argument="
     with data errors naming `argument`, the caller's parameter.
     """
     mask = _graph.resolve_mask_layer(model, layer)
+    return mask, mask_terms(model, data, mask, batch_size, verbose, argument)["keep"]
+
+
+def mask_terms(model, data, mask, batch_size=32, verbose=0, argument="data"):
+    """`keras_ersm.models.energy_terms` of the `EnergyMask` `mask`, with
+    data errors naming `argument`, the caller's parameter."""
     _data.check_batch_size(batch_size)
     terms = inspection._read_terms(model, data, mask, batch_size, verbose, argument)
-    return mask, terms[mask.name]["keep"]
+    return terms[mask.name]
 
 
 def mask_statistics(model, data, layer=None, batch_size=32, verbose=0):

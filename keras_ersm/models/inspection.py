@@ -81,7 +81,7 @@ def _probe(model, masks):
                     "called once."
                 )
             features = args[0] if args else kwargs["inputs"]
-            terms[layer.name] = MaskTerms(layer)(features)
+            terms[layer.name] = MaskTerms(layer, norms=True)(features)
         return layer(*args, **kwargs)
 
     def descend(layer):
@@ -153,9 +153,11 @@ def energy_terms(model, x, layer=None, batch_size=32, verbose=0):
 
     Returns:
         For one `layer`: dict of NumPy float32 arrays of shape
-        `(N, gh, gw)`: `"scores"`, `"keep"`, `"redundancy"` and, when the
-        layer has a regularizer, `"energy"`. For `layer=None`: dict layer
-        name -> such a dict.
+        `(N, gh, gw)`: `"scores"`, `"keep"`, `"redundancy"`, `"norms"`
+        (the norm `||x_i||` of each token of the layer's input; `keep *
+        norms` is what the mask lets through, the "kept" map of
+        `keras_ersm.evaluation`) and, when the layer has a regularizer,
+        `"energy"`. For `layer=None`: dict layer name -> such a dict.
 
     Examples:
 

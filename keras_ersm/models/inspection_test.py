@@ -39,9 +39,20 @@ def test_keep_maps_match_layer_terms():
 def test_energy_terms_all_terms():
     model = build_classifier(small_model(), 3)
     terms = energy_terms(model, images(3), layer="relu2_energy_mask")
-    assert set(terms) == {"scores", "keep", "redundancy", "energy"}
+    assert set(terms) == {"scores", "keep", "redundancy", "energy", "norms"}
     assert all(v.shape == (3, 8, 8) for v in terms.values())
     assert np.all((terms["keep"] >= 0) & (terms["keep"] <= 1))
+
+
+def test_energy_terms_norms_are_the_token_norms_of_the_masks_input():
+    model = build_classifier(small_model(), 3)
+    x = images(3)
+    terms = energy_terms(model, x, layer="relu2_energy_mask")
+    mask = model.get_layer("relu2_energy_mask")
+    features = keras.Model(model.inputs, mask.input).predict(x, verbose=0)
+    np.testing.assert_allclose(
+        terms["norms"], np.linalg.norm(features, axis=-1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_keep_maps_through_nested_model():
