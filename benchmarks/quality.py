@@ -5,7 +5,7 @@ small CNN without a mask (baseline), with the library's default EnergyMask
 (reference ERSM, `coherence_steps=0`) and with the coherent variant, on the
 bundled cluttered benchmark (`keras_ersm.datasets.make_cluttered`), and
 measures: clean accuracy; accuracy under 25% patch occlusion and under
-object occlusion; deletion AUC for the energy, magnitude, random and
+object occlusion; deletion AUC for the energy, kept, magnitude, random and
 Grad-CAM orders; mean keep and active fraction; localization (keep mass
 inside the object, pointing game, IoU) against Grad-CAM; and the
 spurious-cue split (trained with a background colour tied to the label,
@@ -67,6 +67,9 @@ VARIANTS = {
     # benchmarks/_experimental.py, not in the library: a score term that
     # compares each token with the image's mean token.
     "ersm_context": {"experimental": True, "context": True, **_REFERENCE_ENERGY},
+    # benchmarks/_experimental.py: a score term in the token's norm relative
+    # to the image's mean token norm (session 7), with the default energy.
+    "ersm_norm_score": {"experimental": True, "norm_score": True},
     "paper": "paper",
 }
 

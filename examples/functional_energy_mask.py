@@ -42,8 +42,8 @@ model.compile(
 )
 model.fit(x, y, epochs=2, batch_size=64, validation_data=(x_test, y_test), verbose=2)
 
-# Per-token terms of the mask for a few images: scores z, keep, redundancy S
-# and energy E, each (batch, 8, 8).
+# Per-token terms of the mask for a few images: scores z, keep, redundancy S,
+# energy E and the token norms ||x_i||, each (batch, 8, 8).
 terms = keras_ersm.models.energy_terms(model, x_test[:4], layer="mask")
 for key, value in terms.items():
     print(f"{key:>10}: shape {value.shape}, mean {value.mean():+.4f}")

@@ -5,8 +5,9 @@ an `EnergyMask` on its last feature map (the paper's recipe: backbone ->
 EnergyMask -> global average pooling -> Dense) and once without it, then
 evaluates each with `keras_ersm.evaluation.evaluate`: clean accuracy,
 occlusion, deletion curves (with AUCs), keep-map statistics and, when the
-data has object masks, whether the keep map and Grad-CAM land on the
-object. It writes to `--output-dir`: `report.md` (the tables to read first),
+data has object masks, whether the keep map, the kept map (keep times
+token norm) and Grad-CAM land on the object. It writes to `--output-dir`:
+`report.md` (the tables to read first),
 `report.json` (every number), the figures of `EvaluationResult.save_plots`
 (`deletion_curves.png`, `occlusion.png`, `keep_overlay.png`,
 `mask_histogram.png`, and with object masks `localization.png` and

@@ -106,14 +106,14 @@ def test_end_to_end_writes_every_report_file(tmp_path):
     }
     assert set(base["deletion"]["auc"]) == {"magnitude", "random", "grad_cam"}
     assert 0.0 <= ersm["mask_statistics"]["mean_keep"] <= 1.0
-    assert set(ersm["localization"]["scores"]) == {"keep", "grad_cam"}
+    assert set(ersm["localization"]["scores"]) == {"keep", "kept", "grad_cam"}
 
     markdown = (out / "report.md").read_text()
     assert markdown.startswith("# ERSM vs baseline\n\n> **Smoke test (`--quick`)")
     assert "| clean accuracy (%) |" in markdown
-    # The keep map next to Grad-CAM of both models and a uniform map.
+    # The keep and kept maps next to Grad-CAM of both models and a uniform map.
     assert (
-        "| metric | ERSM keep map | Grad-CAM (ERSM model) | "
+        "| metric | ERSM keep map | ERSM kept map | Grad-CAM (ERSM model) | "
         "Grad-CAM (baseline model) | uniform map |"
     ) in markdown
     assert "*Hide-and-Seek* splits" in markdown  # the occlusion legend

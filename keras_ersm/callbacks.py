@@ -58,8 +58,9 @@ class DeletionCurve(_EvaluationCallback):
         data: labelled validation data, as for `deletion_curve`.
         layer: name of the `EnergyMask` layer, or `None` for the last one.
             Defaults to `None`.
-        orders: deletion orders. Defaults to `("energy", "magnitude",
-            "random")`.
+        orders: deletion orders, names among those of `deletion_curve`
+            (`"energy"`, `"kept"`, `"magnitude"`, `"random"`,
+            `"grad_cam"`). Defaults to `("energy", "magnitude", "random")`.
         every: evaluate every this many epochs. Defaults to `1`.
         prefix: prefix of the log keys. Defaults to `"deletion"`.
         **kwargs: other `deletion_curve` arguments (`direction`, `steps`,

@@ -17,6 +17,7 @@ import numpy as np
 ORDER_COLORS = {
     "energy": "#1f77b4",  # blue; also the keep map
     "keep": "#1f77b4",
+    "kept": "#9467bd",  # purple: keep x token norm, order and map
     "magnitude": "#ff7f0e",  # orange
     "random": "#7f7f7f",  # gray
     "grad_cam": "#2ca02c",  # green
@@ -24,6 +25,7 @@ ORDER_COLORS = {
 ORDER_LABELS = {
     "energy": "energy (ERSM score)",
     "keep": "ERSM keep map",
+    "kept": "keep × token norm",
     "magnitude": "feature magnitude",
     "random": "random",
     "grad_cam": "Grad-CAM",

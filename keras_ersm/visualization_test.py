@@ -79,6 +79,21 @@ def test_one_colour_per_order_across_figures():
     assert any("uniform map" in t for t in _legend_texts(ax))
 
 
+def test_kept_has_its_own_colour_and_label():
+    curves = visualization.plot_deletion_curves(
+        {
+            "fractions": [0, 1],
+            "accuracy": {"energy": [90, 5], "kept": [90, 20], "magnitude": [90, 8]},
+            "direction": "lerf",
+        }
+    )
+    lines = {line.get_label().split(",")[0]: line for line in curves.axes[0].lines}
+    assert "keep × token norm" in lines
+    colours = [line.get_color() for line in lines.values()]
+    assert len(set(colours)) == 3
+    assert lines["keep × token norm"].get_color() == visualization.ORDER_COLORS["kept"]
+
+
 def test_occlusion_and_histogram_read_without_the_code():
     assert visualization.occlusion_label("hide_and_seek_8px_p50") == (
         "Hide-and-Seek 8 px cells, each hidden p=50%"

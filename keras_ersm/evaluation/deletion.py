@@ -117,12 +117,13 @@ def check_orders(orders, cut):
         or len(set(orders)) != len(orders)
     ):
         raise _graph.invalid("orders", f"distinct names among {ORDERS}", orders)
-    needs_mask = [o for o in orders if o in MASK_ORDERS]
+    needs_mask = [o for o in MASK_ORDERS if o in orders]
     if needs_mask and not cut.is_mask:
+        names = ", ".join(repr(o) for o in needs_mask)
         raise _graph.invalid(
             "orders",
-            f"orders without {needs_mask[0]!r} at layer {cut.name!r}, which is "
-            "not an EnergyMask (it has no scores or keep)",
+            f"orders without {names} at layer {cut.name!r}, which is not an "
+            "EnergyMask (it has no scores, and its keep is all ones)",
             orders,
         )
     return orders

@@ -378,6 +378,10 @@ def test_cut_layer_errors_name_the_layer():
         keras_ersm.evaluation.deletion_curve(
             model, (x, y), layer="c2", orders=("random", "kept")
         )
+    with pytest.raises(ValueError, match="without 'energy', 'kept' at layer 'c2'"):
+        keras_ersm.evaluation.deletion_curve(
+            model, (x, y), layer="c2", orders=("kept", "energy")
+        )
     with pytest.raises(ValueError, match="4-D output.*Received: layer='pool'"):
         keras_ersm.evaluation.deletion_curve(model, (x, y), layer="pool")
     with pytest.raises(ValueError, match="no EnergyMask.*4-D output"):

@@ -99,9 +99,9 @@ class EvaluationResult:
         deletion: a `DeletionCurveResult`, or `None` when not measured.
         mask_statistics: a `MaskStatisticsResult`, or `None` without an
             `EnergyMask`.
-        localization: a `LocalizationResult` (keep map and Grad-CAM, or
-            Grad-CAM alone without an `EnergyMask`), or `None` without
-            object masks.
+        localization: a `LocalizationResult` (keep map, kept map and
+            Grad-CAM, or Grad-CAM alone without an `EnergyMask`), or `None`
+            without object masks.
         examples: dict of numpy arrays for the figures: `"images"`, and
             where measured `"object_masks"`, `"keep"` (keep maps in
             [0, 1]), `"kept"` (keep times token norm, divided by its
@@ -263,7 +263,7 @@ class EvaluationResult:
                 "first (higher is better for LeRF). A model with an "
                 "`EnergyMask` is cut at the mask; a model without one at a "
                 "layer with a 4-D output (by default its last one), so it "
-                "has no energy order.",
+                "has no energy or kept order.",
             ]
         lines.append("")
         lines += self._localization_markdown(results)
@@ -753,7 +753,7 @@ def evaluate(
         if objects.ndim == 4 and objects.shape[-1] == 1:
             objects = objects[..., 0]
         if is_mask:
-            _stage("localization of the keep map and Grad-CAM", verbose)
+            _stage("localization of the keep map, kept map and Grad-CAM", verbose)
             local = mask_localization(
                 model, images, objects, layer=cut, batch_size=batch_size,
                 verbose=verbose,

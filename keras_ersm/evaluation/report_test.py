@@ -46,7 +46,8 @@ def test_functional_with_energy_mask(data, tmp_path):
     assert 0.0 <= result.mask_statistics["mean_keep"] <= 1.0
     assert result.examples["keep"].shape == (8, 8, 8)
     assert result.examples["kept"].shape == (8, 8, 8)
-    assert result.examples["kept"].max() == pytest.approx(1.0)
+    # Each image's kept map divided by its own peak.
+    np.testing.assert_allclose(result.examples["kept"].max(axis=(1, 2)), 1.0, rtol=1e-6)
     assert result.examples["grad_cam"].shape == (8, 16, 16)
     data_dict = json.loads(json.dumps(result.to_dict()))
     assert data_dict["clean_accuracy"] == result.clean_accuracy

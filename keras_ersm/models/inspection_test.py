@@ -55,6 +55,26 @@ def test_energy_terms_norms_are_the_token_norms_of_the_masks_input():
     )
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_energy_terms_norms_of_padded_patches(data_format):
+    """patch_size=2 with padding="same" on an odd size: each norm is that of
+    the zero-padded 2x2 patch, the tokens the keep is computed on."""
+    shape = (7, 7, 3) if data_format == "channels_last" else (3, 7, 7)
+    inputs = keras.Input(shape)
+    outputs = EnergyMask(
+        patch_size=2, padding="same", data_format=data_format, name="mask"
+    )(inputs)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    terms = energy_terms(model, x, layer="mask")
+    hwc = x if data_format == "channels_last" else x.transpose(0, 2, 3, 1)
+    padded = np.pad(hwc, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    patches = padded.reshape(2, 4, 2, 4, 2, 3)
+    expected = np.sqrt((patches**2).sum(axis=(2, 4, 5)))
+    assert terms["norms"].shape == terms["keep"].shape == (2, 4, 4)
+    np.testing.assert_allclose(terms["norms"], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_keep_maps_through_nested_model():
     backbone = small_model("backbone")
     inputs = keras.Input((16, 16, 3))
