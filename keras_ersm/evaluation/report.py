@@ -324,14 +324,20 @@ class EvaluationResult:
             "Each map is stretched to the image and compared with the object "
             "masks of the test images. Grad-CAM is computed at the cut layer "
             "for the predicted class and divided by its maximum; the keep "
-            "map's deletion order is the energy order. The kept map is "
-            "keep times the norm of each token of the mask's input, "
-            "`keep_i * ||x_i||`: what the mask lets through, class-agnostic "
-            "like the keep map (divided by its maximum; its order is the "
-            "kept order). A uniform map puts "
+            "map's deletion order is the energy order. A uniform map puts "
             f"{uniform:.3f} of its mass inside the object: the share of the "
             "image the object covers.",
             "",
+        ]
+        if any("kept map" in c[0] for c in columns):
+            lines += [
+                "The kept map is keep times the norm of each token of the "
+                "mask's input, `keep_i * ||x_i||`: what the mask lets through, "
+                "class-agnostic like the keep map (divided by its maximum; its "
+                "deletion order is the kept order).",
+                "",
+            ]
+        lines += [
             "A map that puts more of its mass on the object, points at it "
             "more often and keeps the accuracy longer when its least relevant "
             "tokens go explains the model better.",
