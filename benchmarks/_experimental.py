@@ -19,13 +19,6 @@ gradient into the features switched off, became
   token alone does not see (docs/benchmarks.md, "Quality"). The energy's
   copy of the term follows `energy_feature_gradient` and
   `energy_kernel_gradient` as the kernel's does.
-- `norm_score=True`: each score gets a term in the token's norm relative to
-  the image's mean token norm, through a trainable scalar `a` (zero at
-  first): `z_i += a (||x_i|| / mean_j ||x_j|| - 1)`. The scores otherwise
-  read the tokens normalised and never see their norm, which carries the
-  objectness in frozen features (docs/benchmarks.md, "Ranking and
-  localization against three class maps"). The norm is read without
-  gradient (a cue, not a path into the backbone).
 """
 
 import keras
@@ -42,12 +35,10 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         self,
         norm_rescale=False,
         context=False,
-        norm_score=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.context = bool(context)
-        self.norm_score = bool(norm_score)
         if norm_rescale and not self.rescale:
             raise ValueError(
                 "`norm_rescale=True` needs `rescale=True`. Received: "
@@ -71,10 +62,6 @@ class ExperimentalMask(keras_ersm.EnergyMask):
                 initializer="zeros",
                 autocast=False,
             )
-        if self.norm_score:
-            self.norm_weight = self.add_weight(
-                name="norm_weight", shape=(), initializer="zeros", autocast=False
-            )
 
     def _context_term(self, agreement, feature_scale=1.0, kernel_scale=1.0):
         """`sum_c u_c agreement_c`; its gradient to the features is scaled by
@@ -85,19 +72,6 @@ class ExperimentalMask(keras_ersm.EnergyMask):
 
     def _compute_terms(self, inputs, for_energy=True):
         terms = super()._compute_terms(inputs, for_energy)
-        if self.norm_score:
-            norms = ops.stop_gradient(ersm_ops.token_norms(self._tokens(inputs)))
-            mean = ops.mean(norms, axis=(1, 2), keepdims=True)
-            relative = norms / (mean + ersm_ops.EPSILON) - 1.0
-            weight = ops.cast(self.norm_weight, "float32")
-            terms["scores"] = terms["scores"] + weight * relative
-            terms["keep"] = self._keep(terms["scores"])
-            if for_energy:
-                # The energy's gradient to `a` follows `energy_kernel_gradient`
-                # as the kernel's does.
-                weight = _scale_gradient(weight, self.energy_kernel_gradient)
-                terms["energy_scores"] = terms["energy_scores"] + weight * relative
-                terms["energy_keep"] = self._keep(terms["energy_scores"])
         if not self.context:
             return terms
         unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
@@ -140,7 +114,6 @@ class ExperimentalMask(keras_ersm.EnergyMask):
             **super().get_config(),
             "norm_rescale": self.norm_rescale,
             "context": self.context,
-            "norm_score": self.norm_score,
         }
 
 

@@ -67,9 +67,12 @@ VARIANTS = {
     # benchmarks/_experimental.py, not in the library: a score term that
     # compares each token with the image's mean token.
     "ersm_context": {"experimental": True, "context": True, **_REFERENCE_ENERGY},
-    # benchmarks/_experimental.py: a score term in the token's norm relative
-    # to the image's mean token norm (session 7), with the default energy.
-    "ersm_norm_score": {"experimental": True, "norm_score": True},
+    # `EnergyMask(norm_score=True)` (session 7): a score term in the token's
+    # norm relative to the image's mean token norm. results/
+    # quality_norm_score_jax.* ran on a first copy of it in
+    # benchmarks/_experimental.py that divided by `mean + 1e-6` instead of
+    # `mean` (the same up to float rounding).
+    "ersm_norm_score": {"norm_score": True},
     "paper": "paper",
 }
 

@@ -95,6 +95,9 @@ VARIANTS = {
     # A sharper keep (the "ranking and localization" work, docs/benchmarks.md,
     # "Quality"): the scores divided by 0.5.
     "t05": {"temperature": 0.5, **_REFERENCE_ENERGY},
+    # The score also sees the token's norm relative to the image's mean
+    # (`EnergyMask(norm_score=True)`, session 7), with the default energy.
+    "norm_score": {"norm_score": True},
     "norm_score_stop": {
         "experimental": {"norm_rescale": True},
         "keep_feature_gradient": 0.0,

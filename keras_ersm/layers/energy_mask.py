@@ -202,6 +202,18 @@ class EnergyMask(keras.layers.Layer):
             matrix that `1` passed. The forward values do not depend on it
             (docs/concepts.md, "The energy as a price per token"). Defaults
             to `0.0` (`EnergyMask.paper()` uses `1.0`).
+        norm_score: bool. If `True`, each score also sees the token's norm
+            relative to the image's mean token norm, through a trainable
+            scalar `a` (a weight named `norm_weight`, zero at first, so
+            training starts from the plain layer):
+            `z_i += a * (||x_i|| / mean_j ||x_j|| - 1)`. The scores
+            otherwise read the tokens normalised and never see their norm,
+            which carries the objectness in trained features. The norm is
+            read without gradient, so the term trains `a` only; the
+            energy's gradient to `a` is scaled by `energy_kernel_gradient`
+            as the kernel's is (docs/concepts.md, "The score sees the
+            token's norm"). Defaults to `False` (`EnergyMask.paper()` uses
+            `False`).
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -255,6 +267,7 @@ class EnergyMask(keras.layers.Layer):
         energy_kernel_gradient=1.0,
         keep_feature_gradient=1.0,
         energy_score_gradient=0.0,
+        norm_score=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -305,6 +318,7 @@ class EnergyMask(keras.layers.Layer):
             minimum=0.0,
             maximum=1.0,
         )
+        self.norm_score = _validation.check_bool("norm_score", norm_score)
         self.supports_masking = True
 
     @classmethod
@@ -348,6 +362,7 @@ class EnergyMask(keras.layers.Layer):
             energy_kernel_gradient=1.0,
             keep_feature_gradient=1.0,
             energy_score_gradient=1.0,
+            norm_score=False,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -424,6 +439,12 @@ class EnergyMask(keras.layers.Layer):
             )
         else:
             self.coherence = None
+        if self.norm_score:
+            self.norm_weight = self.add_weight(
+                name="norm_weight", shape=(), initializer="zeros", autocast=False
+            )
+        else:
+            self.norm_weight = None
 
     def _tokens(self, inputs):
         """Float32 channels_last tokens and the original height and width."""
@@ -435,6 +456,15 @@ class EnergyMask(keras.layers.Layer):
             dyn_h, dyn_w = ops.shape(x)[1], ops.shape(x)[2]
             x = ops.pad(x, ((0, 0), (0, (-dyn_h) % p), (0, (-dyn_w) % p), (0, 0)))
         return ersm_ops.tokenize(x, self.patch_size)
+
+    def _norm_term(self, tokens):
+        """`(relative, a)`: each token's norm over its image's mean token
+        norm, minus 1 (read without gradient; -1 everywhere for an all-zero
+        image), and the float32 weight `a` of `norm_score=True`."""
+        norms = ops.stop_gradient(ersm_ops.token_norms(tokens))
+        mean = ops.mean(norms, axis=(1, 2), keepdims=True)
+        safe = ops.where(mean > 0, mean, ops.ones_like(mean))
+        return norms / safe - 1.0, ops.cast(self.norm_weight, "float32")
 
     def _keep(self, scores):
         logits = -scores / self.temperature
@@ -452,6 +482,9 @@ class EnergyMask(keras.layers.Layer):
         # Weights are float16 under a plain "float16" dtype policy.
         kernel = ops.cast(self.kernel, "float32")
         bias = ops.cast(self.bias, "float32")
+        if self.norm_score:
+            relative, norm_weight = self._norm_term(tokens)
+            bias = bias + norm_weight * relative
         if not for_energy:
             unit, inv = ersm_ops.unit_tokens(tokens)
             scores = ersm_ops.projections(unit, inv, kernel) + bias
@@ -488,7 +521,14 @@ class EnergyMask(keras.layers.Layer):
                     )
             inv = _scale_gradient(inv, scale)
             pairs = [_scale_gradient(p, scale) for p in pairs]
-            energy_scores = energy_dots * inv + bias
+            energy_bias = bias
+            if self.norm_score and kernel_scale != 1.0:
+                # The norm weight is scored like the kernel: the energy's
+                # gradient to it is scaled by `kernel_scale`.
+                energy_bias = ops.cast(self.bias, "float32") + (
+                    _scale_gradient(norm_weight, kernel_scale) * relative
+                )
+            energy_scores = energy_dots * inv + energy_bias
             energy_keep = self._keep(energy_scores)
         terms["redundancy"] = ersm_ops.redundancy_from_pairs(pairs, inv)
         terms["energy_scores"] = energy_scores
@@ -615,6 +655,7 @@ class EnergyMask(keras.layers.Layer):
                 "energy_kernel_gradient": self.energy_kernel_gradient,
                 "keep_feature_gradient": self.keep_feature_gradient,
                 "energy_score_gradient": self.energy_score_gradient,
+                "norm_score": self.norm_score,
             }
         )
         return config
