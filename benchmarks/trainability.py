@@ -97,7 +97,8 @@ VARIANTS = {
     "t05": {"temperature": 0.5, **_REFERENCE_ENERGY},
     # The score also sees the token's norm relative to the image's mean
     # (`EnergyMask(norm_score=True)`, session 7), with the default energy.
-    "norm_score": {"norm_score": True},
+    # (Not related to `norm_score_stop` below, an older experiment.)
+    "with_norm_score": {"norm_score": True},
     "norm_score_stop": {
         "experimental": {"norm_rescale": True},
         "keep_feature_gradient": 0.0,

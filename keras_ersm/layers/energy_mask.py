@@ -107,9 +107,11 @@ class EnergyMask(keras.layers.Layer):
     and a zero loss. Non-finite inputs are not sanitised: a token holding a
     NaN or an Inf gets a NaN score and keep, hence a NaN output, and the
     energy loss becomes NaN (`keras.callbacks.TerminateOnNaN` stops such a
-    fit). With `coherence_steps=0` and `rescale=False` the other tokens are
-    unaffected; the mean-field steps spread the NaN to the neighbours, and
-    `rescale=True` to the whole image. See the docs' Concepts page.
+    fit). With `coherence_steps=0` and `rescale=False` the other tokens stay
+    finite and are unaffected (with `norm_score=True` their norm term's mean
+    then skips the non-finite token); the mean-field steps spread the NaN
+    to the neighbours, and `rescale=True` to the whole image. See the
+    docs' Concepts page.
 
     The defaults train from scratch; `EnergyMask.paper()` gives the
     reference implementation's settings (bias initialised to 6.0).
@@ -208,12 +210,15 @@ class EnergyMask(keras.layers.Layer):
             training starts from the plain layer):
             `z_i += a * (||x_i|| / mean_j ||x_j|| - 1)`. The scores
             otherwise read the tokens normalised and never see their norm,
-            which carries the objectness in trained features. The norm is
-            read without gradient, so the term trains `a` only; the
-            energy's gradient to `a` is scaled by `energy_kernel_gradient`
-            as the kernel's is (docs/concepts.md, "The score sees the
-            token's norm"). Defaults to `False` (`EnergyMask.paper()` uses
-            `False`).
+            which carries the objectness in trained features. The term has
+            zero mean over the image's tokens (none for an all-zero image).
+            The norm is read without gradient, so the term adds no gradient
+            into the features and trains `a` only; the energy's gradient to
+            `a` is scaled by `energy_kernel_gradient` as the kernel's is.
+            With `padding="same"` and `patch_size > 1` the zero padding
+            lowers the norms of the edge tokens (docs/concepts.md, "The
+            score sees the token's norm"). Defaults to `False`
+            (`EnergyMask.paper()` uses `False`).
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -459,12 +464,18 @@ class EnergyMask(keras.layers.Layer):
 
     def _norm_term(self, tokens):
         """`(relative, a)`: each token's norm over its image's mean token
-        norm, minus 1 (read without gradient; -1 everywhere for an all-zero
-        image), and the float32 weight `a` of `norm_score=True`."""
+        norm, minus 1 (read without gradient), and the float32 weight `a`
+        of `norm_score=True`. The mean is over the image's finite norms, so
+        a NaN or Inf token leaves the other tokens' terms finite; an
+        all-zero image gets no term (0 everywhere)."""
         norms = ops.stop_gradient(ersm_ops.token_norms(tokens))
-        mean = ops.mean(norms, axis=(1, 2), keepdims=True)
+        finite = ops.isfinite(norms)
+        total = ops.sum(ops.where(finite, norms, 0.0), axis=(1, 2), keepdims=True)
+        count = ops.sum(ops.cast(finite, "float32"), axis=(1, 2), keepdims=True)
+        mean = total / ops.maximum(count, 1.0)
         safe = ops.where(mean > 0, mean, ops.ones_like(mean))
-        return norms / safe - 1.0, ops.cast(self.norm_weight, "float32")
+        relative = ops.where(mean > 0, norms / safe - 1.0, ops.zeros_like(norms))
+        return relative, ops.cast(self.norm_weight, "float32")
 
     def _keep(self, scores):
         logits = -scores / self.temperature

@@ -44,15 +44,32 @@ def test_default_has_no_norm_weight_and_config_round_trips():
         keras_ersm.EnergyMask(norm_score="yes")
 
 
-@pytest.mark.parametrize("patch_size", [1, 2])
-def test_scores_match_the_numpy_formula(patch_size):
+@pytest.mark.parametrize(
+    "patch_size, data_format, padding",
+    [
+        (1, "channels_last", "valid"),
+        (2, "channels_last", "valid"),
+        (4, "channels_last", "same"),
+        (2, "channels_first", "valid"),
+    ],
+)
+def test_scores_match_the_numpy_formula(patch_size, data_format, padding):
     x = _features()
-    layer = _layer(x, norm_score=True, patch_size=patch_size)
+    given = x if data_format == "channels_last" else x.transpose(0, 3, 1, 2)
+    layer = _layer(
+        given,
+        norm_score=True,
+        patch_size=patch_size,
+        data_format=data_format,
+        padding=padding,
+    )
     layer.norm_weight.assign(-0.7)
     layer.bias.assign(0.3)
-    terms = layer.energy_terms(x)
-    b, h, w, c = x.shape
+    terms = layer.energy_terms(given)
     p = patch_size
+    if padding == "same":  # 6x6 padded with zeros to 8x8
+        x = np.pad(x, ((0, 0), (0, (-6) % p), (0, (-6) % p), (0, 0)))
+    b, h, w, c = x.shape
     tokens = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
     tokens = tokens.reshape(b, h // p, w // p, -1)
     norms = np.linalg.norm(tokens, axis=-1)
@@ -72,6 +89,11 @@ def test_zero_weight_gives_the_plain_layer():
     normed.kernel.assign(plain.kernel)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(normed(x)), keras.ops.convert_to_numpy(plain(x))
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(normed._energy_loss(normed._compute_terms(x))),
+        keras.ops.convert_to_numpy(plain._energy_loss(plain._compute_terms(x))),
+        rtol=1e-6,
     )
 
 
@@ -109,6 +131,9 @@ def test_finite_on_zero_tiny_and_huge_inputs():
         x = _features() * np.float32(scale)
         keep = keras.ops.convert_to_numpy(layer.energy_terms(x)["keep"])
         assert np.all(np.isfinite(keep))
+        if not scale:
+            # An all-zero image gets no term: the keep of the bias alone.
+            np.testing.assert_allclose(keep, 0.5, rtol=1e-6)
         if scale:
             # Scale-invariant: the same keep at any magnitude.
             reference = keras.ops.convert_to_numpy(
@@ -117,12 +142,78 @@ def test_finite_on_zero_tiny_and_huge_inputs():
             np.testing.assert_allclose(keep, reference, rtol=1e-4, atol=1e-6)
 
 
-def _fit_step(layer_kwargs, loss_fn, optimizer):
+def test_a_nan_token_leaves_the_other_tokens_alone():
+    """The NaN policy of the layer: a non-finite token gets a NaN keep, the
+    other tokens of its image do not (the mean norm skips it)."""
+    x = _features()
+    # A zero kernel isolates the norm term: keep = sigmoid(-a * relative).
+    layer = _layer(x, norm_score=True, kernel_initializer="zeros")
+    layer.norm_weight.assign(1.0)
+    clean = keras.ops.convert_to_numpy(layer.energy_terms(x)["keep"])
+    for bad in (np.nan, np.inf):
+        broken = x.copy()
+        broken[0, 2, 3, 1] = bad
+        keep = keras.ops.convert_to_numpy(layer.energy_terms(broken)["keep"])
+        assert np.isnan(keep[0, 2, 3])
+        # The other tokens: their norms over the mean of the finite norms.
+        norms = np.linalg.norm(x[0], axis=-1)
+        others = np.ones(norms.shape, bool)
+        others[2, 3] = False
+        relative = norms / norms[others].mean() - 1.0
+        expected = 1.0 / (1.0 + np.exp(relative))
+        np.testing.assert_allclose(keep[0][others], expected[others], rtol=1e-5)
+        # The other image is unchanged.
+        np.testing.assert_allclose(keep[1], clean[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"bias": "positional"}, {"coherence_steps": 2}],
+    ids=["scalar", "positional", "coherent"],
+)
+def test_energy_gradient_to_the_norm_weight_scales_with_energy_kernel_gradient(
+    kwargs,
+):
+    """From `a = 0.8`, one SGD step on the energy alone: the energy loss is
+    the same whatever `energy_kernel_gradient`, the step of `a` is linear in
+    it (0 at 0)."""
+    energy = keras_ersm.EnergyRegularizer(unary=1.0, pairwise=1.0)
+
+    def zero(y_true, y_pred):
+        return 0.0 * keras.ops.sum(y_pred)
+
+    steps, losses = [], []
+    for scale in (0.0, 0.5, 1.0):
+        layer_kwargs = dict(
+            energy_regularizer=energy,
+            energy_score_gradient=1.0,
+            energy_kernel_gradient=scale,
+            **kwargs,
+        )
+        after, model, x = _fit_step(
+            layer_kwargs, zero, keras.optimizers.SGD(0.1), initial_weight=0.8
+        )
+        steps.append(after - float(np.float32(0.8)))
+        # The loss's value, on a fresh layer with the same weights.
+        layer = _layer(x, norm_score=True, **layer_kwargs)
+        layer.kernel.assign(np.linspace(-1, 1, 3)[:, None].astype("float32"))
+        layer.norm_weight.assign(0.8)
+        terms = layer._compute_terms(x)
+        losses.append(float(keras.ops.convert_to_numpy(layer._energy_loss(terms))))
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-5)
+    assert steps[0] == 0.0 and steps[2] != 0.0
+    np.testing.assert_allclose(steps[1], 0.5 * steps[2], rtol=1e-3)
+
+
+def _fit_step(layer_kwargs, loss_fn, optimizer, initial_weight=0.0):
+    """One step of `model.fit` on a mask with `norm_score=True`; returns
+    `a` after it, the model and its input."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6, 6, 3))
     mask = keras_ersm.EnergyMask(norm_score=True, **layer_kwargs)
     outputs = keras.layers.GlobalAveragePooling2D()(mask(inputs))
     model = keras.Model(inputs, outputs)
+    mask.norm_weight.assign(initial_weight)
     model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=JIT)
     x = _features((4, 6, 6, 3))
     model.fit(x, np.zeros((4, 3), "float32"), batch_size=4, epochs=1, verbose=0)
