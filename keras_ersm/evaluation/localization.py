@@ -76,6 +76,11 @@ def normalise_peak(maps):
     return maps / np.maximum(peak, 1e-12)
 
 
+def kept_map(keep, norms):
+    """The kept map: `keep_i * ||x_i||` divided by its per-image maximum."""
+    return normalise_peak(keep * norms)
+
+
 def localization_scores(maps, objects):
     """Mass inside, pointing game and IoU of `(B, h, w)` maps in [0, 1]."""
     b, height, width = objects.shape
@@ -190,9 +195,7 @@ def mask_localization(
     )
     scores = {
         "keep": localization_scores(terms["keep"], objects),
-        "kept": localization_scores(
-            normalise_peak(terms["keep"] * terms["norms"]), objects
-        ),
+        "kept": localization_scores(kept_map(terms["keep"], terms["norms"]), objects),
     }
     if grad_cam:
         cam = gradients.grad_cam(

@@ -799,9 +799,7 @@ def evaluate(
 
             terms = energy_terms(model, x, layer=cut, batch_size=batch_size)
             examples["keep"] = terms["keep"]
-            examples["kept"] = _localization.normalise_peak(
-                terms["keep"] * terms["norms"]
-            )
+            examples["kept"] = _localization.kept_map(terms["keep"], terms["norms"])
     return EvaluationResult(
         name,
         occlusion_result,

@@ -496,10 +496,10 @@ class EnergyMask(keras.layers.Layer):
         tokens = self._tokens(inputs)
         # Weights are float16 under a plain "float16" dtype policy.
         kernel = ops.cast(self.kernel, "float32")
-        bias = ops.cast(self.bias, "float32")
+        plain_bias = bias = ops.cast(self.bias, "float32")
         if self.norm_score:
             relative, norm_weight = self._norm_term(tokens)
-            bias = bias + norm_weight * relative
+            bias = plain_bias + norm_weight * relative
         if not for_energy:
             unit, inv = ersm_ops.unit_tokens(tokens)
             scores = ersm_ops.projections(unit, inv, kernel) + bias
@@ -540,7 +540,7 @@ class EnergyMask(keras.layers.Layer):
             if self.norm_score and kernel_scale != 1.0:
                 # The norm weight is scored like the kernel: the energy's
                 # gradient to it is scaled by `kernel_scale`.
-                energy_bias = ops.cast(self.bias, "float32") + (
+                energy_bias = plain_bias + (
                     _scale_gradient(norm_weight, kernel_scale) * relative
                 )
             energy_scores = energy_dots * inv + energy_bias
