@@ -103,6 +103,14 @@ VARIANTS = {
     # starts with the same keep, so a slowly moving kernel (SGD) does not
     # leave a random ranking in place (session 7).
     "kernel0": {"kernel_initializer": "zeros"},
+    # Between the two (session 8): Glorot's distribution at a tenth of its
+    # range, so SGD starts from a weak random ranking instead of none.
+    "kernel_small": {
+        "kernel_initializer": {
+            "class_name": "VarianceScaling",
+            "config": {"scale": 0.01, "mode": "fan_avg", "distribution": "uniform"},
+        }
+    },
     "norm_score_stop": {
         "experimental": {"norm_rescale": True},
         "keep_feature_gradient": 0.0,

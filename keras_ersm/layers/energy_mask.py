@@ -125,9 +125,14 @@ class EnergyMask(keras.layers.Layer):
             size). Defaults to `"scalar"`.
         kernel_initializer: initializer of the scoring `kernel` of shape
             `(p * p * C, 1)`. With plain SGD, which moves the kernel
-            slowly, `"zeros"` (every token starts with the same keep) was
-            measured to keep the accuracy of a model the random initial
-            ranking cost 2.6 points (docs/concepts.md, "Trainability").
+            slowly, `"zeros"` (every token starts with the same keep, so
+            the model starts as the model without the mask, and the task
+            builds the ranking) kept the accuracy of a model the random
+            initial ranking cost 2.2 points; on other backbones it gave
+            back most of the mask's gain, and with Adam or AdamW it cost
+            accuracy, so try it only when a masked model trained with SGD
+            trails the same model without the mask (docs/concepts.md,
+            "Trainability").
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of the `bias`. Defaults to
             `Constant(0.0)` (measured, see the docs' Benchmarks page).
