@@ -128,11 +128,13 @@ class EnergyMask(keras.layers.Layer):
             slowly, `"zeros"` (every token starts with the same keep, so
             the model starts as the model without the mask, and the task
             builds the ranking) kept the accuracy of a model the random
-            initial ranking cost 2.2 points; on other backbones it gave
-            back most of the mask's gain, and with Adam or AdamW it cost
-            accuracy, so try it only when a masked model trained with SGD
-            trails the same model without the mask (docs/concepts.md,
-            "Trainability").
+            initial ranking cost 2.2 points (MobileNetV3Small, six seeds);
+            on the hard data with SGD it gave back part of the mask's gain
+            on two other backbones, with Adam it cost MobileNetV3Small 1.8
+            points and with AdamW it left a CNN without normalisation at
+            chance on one seed of three. Try it when a masked model
+            trained with SGD trails the same model without the mask
+            (docs/concepts.md, "Trainability").
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of the `bias`. Defaults to
             `Constant(0.0)` (measured, see the docs' Benchmarks page).
