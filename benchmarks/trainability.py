@@ -379,13 +379,11 @@ def _mean(values):
     return float(np.mean(values)) if values else float("nan")
 
 
-def _difference(runs, base):
-    """Mean accuracy minus the baseline's on the same seeds, and the
-    standard error of that difference from the two groups' spreads over
-    seeds (unpaired: a seed's runs are not reproducible on JAX CPU).
-    NaN where a group has fewer than two seeds."""
-    mine = [r["test_accuracy"] for r in runs if r["seed"] in base]
-    theirs = [base[r["seed"]]["test_accuracy"] for r in runs if r["seed"] in base]
+def _difference(mine, theirs):
+    """Mean accuracy `mine` minus the baseline's `theirs` (on the same
+    seeds), and the standard error of that difference from the two groups'
+    spreads over seeds (unpaired: a seed's runs are not reproducible on JAX
+    CPU). NaN where a group has fewer than two seeds."""
     if len(mine) < 2:
         return float("nan"), float("nan")
     se = math.sqrt(
@@ -422,11 +420,11 @@ def summarize(records):
             acc = _mean([r["test_accuracy"] for r in runs])
             # The baseline on the same seeds (cells have different seed sets
             # per variant when a variant was run on more seeds).
-            base_acc = _mean(
-                [base[r["seed"]]["test_accuracy"] for r in runs if r["seed"] in base]
-            )
+            paired = [r for r in runs if r["seed"] in base]
+            theirs = [base[r["seed"]]["test_accuracy"] for r in paired]
+            base_acc = _mean(theirs)
             keep = _mean([r["mean_keep"] for r in runs])
-            diff, diff_se = _difference(runs, base)
+            diff, diff_se = _difference([r["test_accuracy"] for r in paired], theirs)
             row = {
                 "backbone": cell[0],
                 "optimizer": cell[1],
