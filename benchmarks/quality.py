@@ -40,39 +40,53 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 # (`energy_score_gradient=0.0`). The variants measured before that pin the
 # previous `energy_score_gradient=1.0`, so a rerun reproduces their files in
 # results/ (`ersm` in files older than session 6 is `ersm_reference_energy`).
+# Likewise since session 9 the scoring kernel starts as Glorot uniform at a
+# tenth of its range; every variant measured before pins "glorot_uniform"
+# (`ersm` in files older than session 9 is `ersm_glorot`).
 _REFERENCE_ENERGY = {"energy_score_gradient": 1.0}
+_GLOROT = {"kernel_initializer": "glorot_uniform"}
 VARIANTS = {
     "baseline": None,
     "ersm": {},
+    # `ersm` with the coherent extension: follows the default (its columns
+    # in files older than session 9 had the Glorot kernel).
     "ersm_coherent": {"coherence_steps": 2},
+    # The default of sessions 6-8 (docs/concepts.md, "Trainability").
+    "ersm_glorot": dict(_GLOROT),
     # The default until session 6 (docs/concepts.md, "Trainability").
-    "ersm_reference_energy": dict(_REFERENCE_ENERGY),
-    "ersm_t05": {"temperature": 0.5, **_REFERENCE_ENERGY},
+    "ersm_reference_energy": {**_REFERENCE_ENERGY, **_GLOROT},
+    "ersm_t05": {"temperature": 0.5, **_REFERENCE_ENERGY, **_GLOROT},
     # The energy trains the bias, not the ranking (docs/concepts.md,
     # "Trainability").
-    "ersm_kernel_stop": {"energy_kernel_gradient": 0.0, **_REFERENCE_ENERGY},
+    "ersm_kernel_stop": {"energy_kernel_gradient": 0.0, **_REFERENCE_ENERGY, **_GLOROT},
     # The energy as a fixed price per token, the default since session 6
     # (benchmarks/trainability.py "default"); results/quality_price_jax.*.
-    "ersm_price": {"energy_score_gradient": 0.0},
+    "ersm_price": {"energy_score_gradient": 0.0, **_GLOROT},
     # Starts sparse (keep sigmoid(-3) = 0.047, what the energy reaches from
     # scratch), so the frozen recipe's few hundred Adam steps go to the
     # ranking rather than to moving the bias from 0.
     "ersm_bias3": {
         "bias_initializer": keras.initializers.Constant(3.0),
         **_REFERENCE_ENERGY,
+        **_GLOROT,
     },
     # Starts from no ranking at all (every score equal), so the task, not
     # the random initial kernel, orders the tokens.
     "ersm_kernel0": {"kernel_initializer": "zeros", **_REFERENCE_ENERGY},
     # benchmarks/_experimental.py, not in the library: a score term that
     # compares each token with the image's mean token.
-    "ersm_context": {"experimental": True, "context": True, **_REFERENCE_ENERGY},
+    "ersm_context": {
+        "experimental": True,
+        "context": True,
+        **_REFERENCE_ENERGY,
+        **_GLOROT,
+    },
     # `EnergyMask(norm_score=True)` (session 7): a score term in the token's
     # norm relative to the image's mean token norm. results/
     # quality_norm_score_jax.* ran on a first copy of it in
     # benchmarks/_experimental.py that divided by `mean + 1e-6` instead of
     # `mean` (the same up to float rounding).
-    "ersm_norm_score": {"norm_score": True},
+    "ersm_norm_score": {"norm_score": True, **_GLOROT},
     "paper": "paper",
 }
 

@@ -51,6 +51,9 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 # so each pins the previous `energy_score_gradient=1.0`: its runs in
 # results/trainability_jax.jsonl stay what its kwargs build.
 _REFERENCE_ENERGY = {"energy_score_gradient": 1.0}
+# Likewise every variant measured before session 9, when the scoring
+# kernel's default was Glorot uniform (`kernel_glorot` below), pins it.
+_GLOROT = {"kernel_initializer": "glorot_uniform"}
 VARIANTS = {
     "baseline": None,
     # The baseline, built after one extra draw from Python's seeded
@@ -61,60 +64,64 @@ VARIANTS = {
     "baseline_shifted": "baseline_shifted",
     # `EnergyMask()`: since session 6 the energy is a fixed price per token
     # (`energy_score_gradient=0.0`), whose gradient always lowers the keep
-    # (the runs named `price` until then).
+    # (the runs named `price` until then); since session 9 the scoring
+    # kernel starts as Glorot uniform at a tenth of its range (the runs
+    # named `kernel_small` until then).
     "default": {},
+    # The default of sessions 6-8: a Glorot-uniform scoring kernel (the runs
+    # named `default` until session 9).
+    "kernel_glorot": dict(_GLOROT),
     # The default until session 6: the energy's gradient also flows
     # through its own dependence on the scores, which raises a keep whose
     # score is below about 0.4 at low redundancy (benchmarks/energy_probe.py).
-    "reference_energy": dict(_REFERENCE_ENERGY),
+    "reference_energy": {**_REFERENCE_ENERGY, **_GLOROT},
     "paper": "paper",
     # The energy's gradient reaches the backbone's features in full: the
     # behaviour of keras_ersm 0.1.0's default layer.
-    "full_gradient": {"energy_feature_gradient": 1.0, **_REFERENCE_ENERGY},
-    "half_gradient": {"energy_feature_gradient": 0.5, **_REFERENCE_ENERGY},
-    "no_energy": {"energy_regularizer": None},
+    "full_gradient": {"energy_feature_gradient": 1.0, **_REFERENCE_ENERGY, **_GLOROT},
+    "half_gradient": {"energy_feature_gradient": 0.5, **_REFERENCE_ENERGY, **_GLOROT},
+    "no_energy": {"energy_regularizer": None, **_GLOROT},
     # The energy sets the keep level (bias) but not the ranking (kernel).
-    "kernel_stop": {"energy_kernel_gradient": 0.0, **_REFERENCE_ENERGY},
+    "kernel_stop": {"energy_kernel_gradient": 0.0, **_REFERENCE_ENERGY, **_GLOROT},
     # Not adopted (benchmarks/_experimental.py): rescale by the
     # norm-weighted mean keep, so empty tokens cannot dilute the others.
-    "norm_rescale": {"experimental": {"norm_rescale": True}, **_REFERENCE_ENERGY},
+    "norm_rescale": {
+        "experimental": {"norm_rescale": True},
+        **_REFERENCE_ENERGY,
+        **_GLOROT,
+    },
     "norm_kernel_stop": {
         "experimental": {"norm_rescale": True},
         "energy_kernel_gradient": 0.0,
         **_REFERENCE_ENERGY,
+        **_GLOROT,
     },
     "norm_no_energy": {
         "experimental": {"norm_rescale": True},
         "energy_regularizer": None,
+        **_GLOROT,
     },
     # The masked map is not divided by the mean keep (x * keep).
-    "no_rescale": {"rescale": False, **_REFERENCE_ENERGY},
+    "no_rescale": {"rescale": False, **_REFERENCE_ENERGY, **_GLOROT},
     # No gradient from the scores (task or energy) into the features: the
     # backbone trains only through `x * keep`.
-    "score_stop": {"keep_feature_gradient": 0.0, **_REFERENCE_ENERGY},
+    "score_stop": {"keep_feature_gradient": 0.0, **_REFERENCE_ENERGY, **_GLOROT},
     # A sharper keep (the "ranking and localization" work, docs/benchmarks.md,
     # "Quality"): the scores divided by 0.5.
-    "t05": {"temperature": 0.5, **_REFERENCE_ENERGY},
+    "t05": {"temperature": 0.5, **_REFERENCE_ENERGY, **_GLOROT},
     # The score also sees the token's norm relative to the image's mean
     # (`EnergyMask(norm_score=True)`, session 7), with the default energy.
     # (Not related to `norm_score_stop` below, an older experiment.)
-    "with_norm_score": {"norm_score": True},
+    "with_norm_score": {"norm_score": True, **_GLOROT},
     # The default energy with a zero scoring kernel at first: every token
     # starts with the same keep, so a slowly moving kernel (SGD) does not
     # leave a random ranking in place (session 7).
     "kernel0": {"kernel_initializer": "zeros"},
-    # Between the two (session 8): Glorot's distribution at a tenth of its
-    # range, so SGD starts from a weak random ranking instead of none.
-    "kernel_small": {
-        "kernel_initializer": {
-            "class_name": "VarianceScaling",
-            "config": {"scale": 0.01, "mode": "fan_avg", "distribution": "uniform"},
-        }
-    },
     "norm_score_stop": {
         "experimental": {"norm_rescale": True},
         "keep_feature_gradient": 0.0,
         **_REFERENCE_ENERGY,
+        **_GLOROT,
     },
 }
 
@@ -392,6 +399,12 @@ def _difference(mine, theirs):
     return float(np.mean(mine) - np.mean(theirs)), float(se)
 
 
+def _without_energy(variant):
+    """Whether the variant's mask has no energy (its keep is not priced)."""
+    kwargs = VARIANTS.get(variant)
+    return isinstance(kwargs, dict) and kwargs.get("energy_regularizer", 0) is None
+
+
 def summarize(records):
     """Per cell (backbone, optimizer, dataset) and variant: the verdict.
 
@@ -402,7 +415,9 @@ def summarize(records):
     means over the seeds the variant ran), and its mean keep is below 0.5.
     The shifted control (the baseline rebuilt after one extra draw of the
     seeded generator) has no mask, so its verdict skips the keep test: it
-    says how often a reseed of the baseline alone fails the verdict.
+    says how often a reseed of the baseline alone fails the verdict. A
+    variant without an energy (`energy_regularizer=None`) is not priced
+    towards sparsity, so it skips the keep test too.
     """
     cells = {}
     for r in records:
@@ -466,7 +481,7 @@ def summarize(records):
                 sparse = (
                     keep < 0.5
                     or variant == "baseline_shifted"
-                    or VARIANTS.get(variant) == {"energy_regularizer": None}
+                    or _without_energy(variant)
                 )
                 ok = followed and acc >= base_acc - 1.0 and sparse
                 row["verdict"] = "pass" if ok else "FAIL"
@@ -489,7 +504,8 @@ def to_markdown(rows, title):
         "baseline's mean over the same seeds), and its mean keep is below 0.5. "
         "baseline_shifted, the control (the baseline after one extra draw "
         "of the seeded generator), gets the same verdict without the keep "
-        "test: how often a reseed of the baseline alone fails it. "
+        "test: how often a reseed of the baseline alone fails it; so do the "
+        "variants without an energy (no_energy, norm_no_energy). "
         "p: where the cell has the shifted control, the one-sided Fisher "
         "exact p that the variant is at chance more often than both "
         "baselines pooled. Δ ± se: the mean minus the baseline's mean on "

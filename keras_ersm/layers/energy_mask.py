@@ -15,6 +15,10 @@ _DATA_FORMATS = ("channels_last", "channels_first")
 # from scratch, bias 0 + output rescaling + a unary-dominant energy gives
 # sparse, localised masks; the paper's settings collapse (keep ~1e-4).
 DEFAULT_BIAS_INIT = 0.0
+# The scoring kernel starts as Glorot uniform at a tenth of its range
+# (VarianceScaling scale 0.01): a weak random ranking that the task can
+# overturn with any optimizer (docs/concepts.md, "Trainability").
+DEFAULT_KERNEL_SCALE = 0.01
 DEFAULT_UNARY = 1e-2
 DEFAULT_PAIRWISE = 1e-3
 # The reference implementation's settings (docs/concepts.md, "The reference layer").
@@ -124,18 +128,17 @@ class EnergyMask(keras.layers.Layer):
             `"positional"` (one per grid position; needs a static spatial
             size). Defaults to `"scalar"`.
         kernel_initializer: initializer of the scoring `kernel` of shape
-            `(p * p * C, 1)`. With plain SGD, which moves the kernel
-            slowly, `"zeros"` (every token starts with the same keep, so
-            the model starts as the model without the mask, and the task
-            builds the ranking) kept the accuracy of a model the random
-            initial ranking cost 2.2 points (MobileNetV3Small, six seeds);
-            on the hard data with SGD it gave back part of the mask's gain
-            on two other backbones, with Adam it cost MobileNetV3Small 1.8
-            points and with AdamW it left a CNN without normalisation at
-            chance on one seed of three. Try it when a masked model
-            trained with SGD trails the same model without the mask
-            (docs/concepts.md, "Trainability").
-            Defaults to `"glorot_uniform"`.
+            `(p * p * C, 1)`. Defaults to `None`: Glorot uniform at a
+            tenth of its range, `VarianceScaling(scale=0.01,
+            mode="fan_avg", distribution="uniform")`, so the tokens start
+            from a weak random ranking, which a slowly moving kernel
+            (plain SGD) does not keep in place. Against `"glorot_uniform"`
+            (the previous default) it closed a 2.2-point gap to the
+            model without the mask with SGD on `MobileNetV3Small` (six
+            seeds) and made that backbone's mask sparser with Adam and
+            AdamW (mean keep 0.28-0.29 instead of 0.48-0.50); `"zeros"`
+            (every token starts with the same keep) failed three cells of
+            the same matrix (docs/benchmarks.md, "Trainability").
         bias_initializer: initializer of the `bias`. Defaults to
             `Constant(0.0)` (measured, see the docs' Benchmarks page).
         coherence_steps: int >= 0, number `K` of mean-field updates.
@@ -271,7 +274,7 @@ class EnergyMask(keras.layers.Layer):
         patch_size=1,
         temperature=1.0,
         bias="scalar",
-        kernel_initializer="glorot_uniform",
+        kernel_initializer=None,
         bias_initializer=None,
         coherence_steps=0,
         coherence_init=0.5,
@@ -292,6 +295,10 @@ class EnergyMask(keras.layers.Layer):
             "temperature", temperature, positive=True
         )
         self.bias_kind = _validation.check_choice("bias", bias, _BIAS_KINDS)
+        if kernel_initializer is None:
+            kernel_initializer = keras.initializers.VarianceScaling(
+                scale=DEFAULT_KERNEL_SCALE, mode="fan_avg", distribution="uniform"
+            )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         if bias_initializer is None:
             bias_initializer = keras.initializers.Constant(DEFAULT_BIAS_INIT)

@@ -124,6 +124,34 @@ def test_measured_defaults():
     np.testing.assert_allclose(_np(layer.bias), 0.0)
     reg = layer.energy_regularizer
     assert (reg.unary, reg.pairwise, reg.weight) == (1e-2, 1e-3, 1.0)
+    config = layer.get_config()["kernel_initializer"]
+    assert config["class_name"] == "VarianceScaling"
+    assert (
+        config["config"]["scale"],
+        config["config"]["mode"],
+        config["config"]["distribution"],
+    ) == (0.01, "fan_avg", "uniform")
+
+
+def test_default_kernel_is_glorot_uniform_at_a_tenth_of_its_range():
+    # The same draw as `"glorot_uniform"` (Glorot is VarianceScaling with
+    # scale 1), scaled by sqrt(0.01): a weak random ranking at the start
+    # (docs/concepts.md, "Trainability").
+    kernels = {}
+    for name, initializer in (("default", None), ("glorot", "glorot_uniform")):
+        keras.utils.set_random_seed(3)
+        layer = keras_ersm.EnergyMask(kernel_initializer=initializer)
+        layer.build((None, 4, 4, 24))
+        kernels[name] = _np(layer.kernel)
+    limit = np.sqrt(6.0 / (24 + 1))
+    assert np.abs(kernels["glorot"]).max() > 0.5 * limit
+    np.testing.assert_allclose(
+        kernels["default"], 0.1 * kernels["glorot"], rtol=1e-5, atol=1e-6 * limit
+    )
+    # Configs that name an initializer, as every saved layer's does, keep it.
+    layer = keras_ersm.EnergyMask(kernel_initializer="glorot_uniform")
+    clone = keras_ersm.EnergyMask.from_config(layer.get_config())
+    assert isinstance(clone.kernel_initializer, keras.initializers.GlorotUniform)
 
 
 def test_no_regularizer_adds_no_loss_and_no_energy():
