@@ -113,6 +113,8 @@ VARIANTS = {
     # (`EnergyMask(norm_score=True)`, session 7), with the default energy.
     # (Not related to `norm_score_stop` below, an older experiment.)
     "with_norm_score": {"norm_score": True, **_GLOROT},
+    # The same with today's default kernel (session 9).
+    "default_norm_score": {"norm_score": True},
     # The default energy with a zero scoring kernel at first: every token
     # starts with the same keep, so a slowly moving kernel (SGD) does not
     # leave a random ranking in place (session 7).
