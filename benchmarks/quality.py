@@ -87,6 +87,8 @@ VARIANTS = {
     # benchmarks/_experimental.py that divided by `mean + 1e-6` instead of
     # `mean` (the same up to float rounding).
     "ersm_norm_score": {"norm_score": True, **_GLOROT},
+    # The same with today's default kernel (session 9).
+    "ersm_default_norm_score": {"norm_score": True},
     "paper": "paper",
 }
 
