@@ -16,8 +16,9 @@ _DATA_FORMATS = ("channels_last", "channels_first")
 # sparse, localised masks; the paper's settings collapse (keep ~1e-4).
 DEFAULT_BIAS_INIT = 0.0
 # The scoring kernel starts as Glorot uniform at a tenth of its range
-# (VarianceScaling scale 0.01): a weak random ranking that the task can
-# overturn with any optimizer (docs/concepts.md, "Trainability").
+# (VarianceScaling scale 0.01): a weak random ranking, which a slowly
+# moving kernel (plain SGD) does not keep in place (docs/concepts.md,
+# "Trainability").
 DEFAULT_KERNEL_SCALE = 0.01
 DEFAULT_UNARY = 1e-2
 DEFAULT_PAIRWISE = 1e-3
