@@ -154,6 +154,11 @@ def test_default_kernel_is_glorot_uniform_at_a_tenth_of_its_range():
     assert isinstance(clone.kernel_initializer, keras.initializers.GlorotUniform)
 
 
+def test_unknown_kernel_initializer_names_the_value():
+    with pytest.raises(ValueError, match="bogus"):
+        keras_ersm.EnergyMask(kernel_initializer="bogus")
+
+
 def test_no_regularizer_adds_no_loss_and_no_energy():
     x = _inputs((1, 4, 4, 2))
     layer = keras_ersm.EnergyMask(energy_regularizer=None)
