@@ -89,6 +89,9 @@ VARIANTS = {
     "ersm_norm_score": {"norm_score": True, **_GLOROT},
     # The same with today's default kernel (session 9).
     "ersm_default_norm_score": {"norm_score": True},
+    # `norm_score=True` with the norm weight starting at -1, a magnitude
+    # prior the training then moves (session 10).
+    "ersm_norm_init": {"norm_score": True, "norm_init": -1.0},
     "paper": "paper",
 }
 

@@ -115,6 +115,21 @@ VARIANTS = {
     "with_norm_score": {"norm_score": True, **_GLOROT},
     # The same with today's default kernel (session 9).
     "default_norm_score": {"norm_score": True},
+    # The energy sets the keep level (the bias) and the task alone the
+    # ranking (the kernel and, with `norm_score`, the norm weight), on
+    # session 9's default (session 10): the plain CNN's features die in the
+    # first epoch with or without a mask, and the energy's ranking kept
+    # the few tokens still alive below the empty ones while they recovered
+    # (benchmarks/trainability_probe.py).
+    "price_kernel_stop": {"energy_kernel_gradient": 0.0},
+    "norm_kernel_stop_price": {"energy_kernel_gradient": 0.0, "norm_score": True},
+    # `norm_score=True` with the norm weight starting at -1: the tokens of
+    # larger norm are kept from the first step, so the few still alive when
+    # a plain CNN's features die in its first epoch get the rescaled signal
+    # and gradient (session 10). Its first runs (the plain CNN's hard cells,
+    # Adam and AdamW at 2e-3) ran on a copy in benchmarks/_experimental.py
+    # that assigned -1 after building (the same layer).
+    "norm_init_neg1": {"norm_score": True, "norm_init": -1.0},
     # The default energy with a zero scoring kernel at first: every token
     # starts with the same keep, so a slowly moving kernel (SGD) does not
     # leave a random ranking in place (session 7).

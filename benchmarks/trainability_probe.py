@@ -64,6 +64,16 @@ def _mask_stats(model, mask, features):
         "bias": float(np.mean(keras.ops.convert_to_numpy(mask.bias))),
         "w_norm": float(np.linalg.norm(kernel)),
         "w_dot_mean": float(kernel @ direction),
+        # `norm_score=True`'s weight `a` (negative: high-norm tokens kept)
+        # and the correlation of the keep with the token norm over tokens.
+        "norm_weight": (
+            None
+            if mask.norm_weight is None
+            else float(keras.ops.convert_to_numpy(mask.norm_weight))
+        ),
+        "keep_norm_corr": float(
+            np.corrcoef(keep.ravel(), np.linalg.norm(f, axis=1))[0, 1]
+        ),
     }
 
 

@@ -221,9 +221,8 @@ class EnergyMask(keras.layers.Layer):
             to `0.0` (`EnergyMask.paper()` uses `1.0`).
         norm_score: bool. If `True`, each score also sees the token's norm
             relative to the image's mean token norm, through a trainable
-            scalar `a` (a weight named `norm_weight`, zero at first, so
-            training starts from the plain layer):
-            `z_i += a * (||x_i|| / mean_j ||x_j|| - 1)`. The scores
+            scalar `a` (a weight named `norm_weight`, `norm_init` at
+            first): `z_i += a * (||x_i|| / mean_j ||x_j|| - 1)`. The scores
             otherwise read the tokens normalised and never see their norm,
             which carries the objectness in trained features. The term has
             zero mean over the image's tokens (none for an all-zero image).
@@ -234,6 +233,11 @@ class EnergyMask(keras.layers.Layer):
             lowers the norms of the edge tokens (docs/concepts.md, "The
             score sees the token's norm"). Defaults to `False`
             (`EnergyMask.paper()` uses `False`).
+        norm_init: finite float, the norm weight `a`'s initial value (used
+            with `norm_score=True`). Negative keeps the tokens of larger
+            norm from the first step, a magnitude prior that the training
+            then moves; `0.0` starts from the plain layer (docs/concepts.md,
+            "The score sees the token's norm"). Defaults to `0.0`.
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -288,6 +292,7 @@ class EnergyMask(keras.layers.Layer):
         keep_feature_gradient=1.0,
         energy_score_gradient=0.0,
         norm_score=False,
+        norm_init=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -343,6 +348,7 @@ class EnergyMask(keras.layers.Layer):
             maximum=1.0,
         )
         self.norm_score = _validation.check_bool("norm_score", norm_score)
+        self.norm_init = _validation.check_number("norm_init", norm_init)
         self.supports_masking = True
 
     @classmethod
@@ -387,6 +393,7 @@ class EnergyMask(keras.layers.Layer):
             keep_feature_gradient=1.0,
             energy_score_gradient=1.0,
             norm_score=False,
+            norm_init=0.0,
         )
         settings.update(overrides)
         return cls(**settings)
@@ -465,7 +472,10 @@ class EnergyMask(keras.layers.Layer):
             self.coherence = None
         if self.norm_score:
             self.norm_weight = self.add_weight(
-                name="norm_weight", shape=(), initializer="zeros", autocast=False
+                name="norm_weight",
+                shape=(),
+                initializer=keras.initializers.Constant(self.norm_init),
+                autocast=False,
             )
         else:
             self.norm_weight = None
@@ -686,6 +696,7 @@ class EnergyMask(keras.layers.Layer):
                 "keep_feature_gradient": self.keep_feature_gradient,
                 "energy_score_gradient": self.energy_score_gradient,
                 "norm_score": self.norm_score,
+                "norm_init": self.norm_init,
             }
         )
         return config

@@ -265,3 +265,33 @@ def test_saved_and_loaded(tmp_path):
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "low", True])
+def test_bad_norm_init_names_the_value(value):
+    error = ValueError if isinstance(value, float) else TypeError
+    with pytest.raises(error, match=f"norm_init={value!r}"):
+        keras_ersm.EnergyMask(norm_score=True, norm_init=value)
+
+
+def test_norm_init_starts_the_weight_and_round_trips():
+    x = _features()
+    layer = _layer(x, norm_score=True, norm_init=np.float32(-0.25))
+    assert float(keras.ops.convert_to_numpy(layer.norm_weight)) == -0.25
+    assert layer.get_config()["norm_init"] == -0.25
+    assert keras_ersm.EnergyMask.from_config(layer.get_config()).norm_init == -0.25
+    assert keras_ersm.EnergyMask.paper().norm_init == 0.0
+
+
+def test_negative_norm_init_keeps_the_tokens_of_larger_norm():
+    """Before any training the keep rises with the token's norm relative to
+    its image's (a zero kernel isolates the norm term)."""
+    x = _features()
+    layer = _layer(x, norm_score=True, norm_init=-1.0, kernel_initializer="zeros")
+    keep = keras.ops.convert_to_numpy(layer.energy_terms(x)["keep"])
+    norms = np.linalg.norm(x, axis=-1)
+    for image_keep, image_norms in zip(keep, norms, strict=True):
+        order = np.argsort(image_norms.ravel())
+        ranked = image_keep.ravel()[order]
+        assert np.all(np.diff(ranked) >= 0)
+        assert ranked[-1] - ranked[0] > 0.2
