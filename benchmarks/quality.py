@@ -92,6 +92,7 @@ VARIANTS = {
     # `norm_score=True` with the norm weight starting at -1, a magnitude
     # prior the training then moves (session 10).
     "ersm_norm_init": {"norm_score": True, "norm_init": -1.0},
+    "ersm_norm_init025": {"norm_score": True, "norm_init": -0.25},
     "paper": "paper",
 }
 
