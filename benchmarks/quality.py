@@ -518,16 +518,20 @@ def plot(report, path):
         )
     axes[0].set_xticks(np.arange(len(variants)) + 0.2, variants, rotation=15)
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend()
+    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     orders = ["energy", "kept", "magnitude", "random", "grad_cam"]
-    for j, v in enumerate(v for v in variants if v != "baseline"):
+    # Only the variants with a mask have deletion curves.
+    masked = [v for v in variants if "deletion_auc/energy" in summary[v]]
+    width = 0.8 / max(len(masked), 1)
+    for j, v in enumerate(masked):
         means = [
             summary[v].get(f"deletion_auc/{o}", {}).get("mean", np.nan) for o in orders
         ]
-        axes[1].bar(np.arange(len(orders)) + 0.25 * j, means, 0.25, label=v)
-    axes[1].set_xticks(np.arange(len(orders)) + 0.25, orders)
+        axes[1].bar(np.arange(len(orders)) + width * j, means, width, label=v)
+    axes[1].set_xticks(np.arange(len(orders)) + 0.4 - width / 2, orders, rotation=15)
     axes[1].set_ylabel("deletion AUC (LeRF)")
-    axes[1].legend()
+    # Below the axes, so that no bar hides under the legend.
+    axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
