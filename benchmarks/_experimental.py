@@ -19,9 +19,6 @@ gradient into the features switched off, became
   token alone does not see (docs/benchmarks.md, "Quality"). The energy's
   copy of the term follows `energy_feature_gradient` and
   `energy_kernel_gradient` as the kernel's does.
-- `norm_init=a0` (with `norm_score=True`): the norm weight `a` starts at
-  `a0` instead of 0; `a0 < 0` keeps the tokens of larger norm from the
-  first step (a magnitude prior that training then moves).
 """
 
 import keras
@@ -38,17 +35,10 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         self,
         norm_rescale=False,
         context=False,
-        norm_init=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.context = bool(context)
-        if norm_init is not None and not self.norm_score:
-            raise ValueError(
-                "`norm_init` needs `norm_score=True`. Received: "
-                f"norm_init={norm_init!r}, norm_score={self.norm_score!r}"
-            )
-        self.norm_init = None if norm_init is None else float(norm_init)
         if norm_rescale and not self.rescale:
             raise ValueError(
                 "`norm_rescale=True` needs `rescale=True`. Received: "
@@ -65,8 +55,6 @@ class ExperimentalMask(keras_ersm.EnergyMask):
 
     def build(self, input_shape):
         super().build(input_shape)
-        if self.norm_init is not None:
-            self.norm_weight.assign(self.norm_init)
         if self.context:
             self.context_kernel = self.add_weight(
                 name="context_kernel",
@@ -125,7 +113,6 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         return {
             **super().get_config(),
             "norm_rescale": self.norm_rescale,
-            "norm_init": self.norm_init,
             "context": self.context,
         }
 

@@ -128,7 +128,7 @@ VARIANTS = {
     # a plain CNN's features die in its first epoch get the rescaled signal
     # and gradient (session 10). Its first runs (the plain CNN's hard cells,
     # Adam and AdamW at 2e-3) ran on a copy in benchmarks/_experimental.py
-    # that assigned -1 after building (the same layer).
+    # that assigned -1 after building (the same layer; commit 79f037a).
     "norm_init_neg1": {"norm_score": True, "norm_init": -1.0},
     # A weaker prior: on MobileNetV3Small, where the relative norms spread
     # about +-1, -1 ranked strongly enough from the start that the task

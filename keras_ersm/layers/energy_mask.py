@@ -24,6 +24,8 @@ DEFAULT_UNARY = 1e-2
 DEFAULT_PAIRWISE = 1e-3
 # The reference implementation's settings (docs/concepts.md, "The reference layer").
 PAPER_BIAS_INIT = 6.0
+# `norm_init` lies in [-1e4, 1e4]: finite as a float16 weight.
+_NORM_INIT_LIMIT = 1e4
 
 
 _REGULARIZER_EXPECTED = (
@@ -101,8 +103,9 @@ class EnergyMask(keras.layers.Layer):
     and symbolic calls alike.
 
     NaN and Inf policy: every numeric constructor argument must be finite
-    (a NaN or Inf `temperature`, `coherence_init` or regularizer weight
-    raises a `ValueError` naming it, also when a `.keras` file holding one
+    (a NaN or Inf `temperature`, `coherence_init`, `norm_init` or
+    regularizer weight raises a `ValueError` naming it, also when a `.keras`
+    file holding one
     is loaded); numpy scalars are accepted. Finite inputs of any magnitude
     (all zeros, 1e-30, 1e30) give a keep in [0, 1] and finite outputs with
     `rescale=False`; `rescale=True` multiplies each value by
@@ -233,11 +236,17 @@ class EnergyMask(keras.layers.Layer):
             lowers the norms of the edge tokens (docs/concepts.md, "The
             score sees the token's norm"). Defaults to `False`
             (`EnergyMask.paper()` uses `False`).
-        norm_init: finite float, the norm weight `a`'s initial value (used
-            with `norm_score=True`). Negative keeps the tokens of larger
+        norm_init: float in `[-1e4, 1e4]`, the norm weight `a`'s initial
+            value; only with `norm_score=True` (a non-zero value without
+            it raises a `ValueError`). Negative keeps the tokens of larger
             norm from the first step, a magnitude prior that the training
-            then moves; `0.0` starts from the plain layer (docs/concepts.md,
-            "The score sees the token's norm"). Defaults to `0.0`.
+            then moves; `0.0` starts from the plain layer. Measured with
+            `-1.0` on the bundled quality benchmark: the keep map put more
+            of its mass inside the object than Grad-CAM of the model
+            without the mask, from scratch and in the frozen recipe; on a
+            mask inside `MobileNetV3Small` it kept the mask dense (mean
+            keep 0.53), so it is not the default (docs/concepts.md, "A
+            magnitude prior: `norm_init`"). Defaults to `0.0`.
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
@@ -348,7 +357,16 @@ class EnergyMask(keras.layers.Layer):
             maximum=1.0,
         )
         self.norm_score = _validation.check_bool("norm_score", norm_score)
-        self.norm_init = _validation.check_number("norm_init", norm_init)
+        # Bounded so that the weight is finite in float16 too.
+        self.norm_init = _validation.check_number(
+            "norm_init", norm_init, minimum=-_NORM_INIT_LIMIT, maximum=_NORM_INIT_LIMIT
+        )
+        if self.norm_init != 0.0 and not self.norm_score:
+            raise ValueError(
+                "`norm_init` sets the norm weight of `norm_score=True`; with "
+                "`norm_score=False` there is no norm weight. Received: "
+                f"norm_init={norm_init!r}, norm_score={norm_score!r}"
+            )
         self.supports_masking = True
 
     @classmethod

@@ -55,12 +55,13 @@ def test_float_inputs_keep_their_autocast_dtype():
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-@pytest.mark.parametrize("name", ["temperature", "coherence_init"])
+@pytest.mark.parametrize("name", ["temperature", "coherence_init", "norm_init"])
 def test_non_finite_layer_arguments_are_rejected(name, value):
+    extra = {"norm_score": True} if name == "norm_init" else {}
     with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
-        keras_ersm.EnergyMask(**{name: value})
+        keras_ersm.EnergyMask(**{name: value}, **extra)
     with pytest.raises(ValueError, match=f"`{name}`"):
-        keras_ersm.EnergyMask(**{name: np.float32(value)})
+        keras_ersm.EnergyMask(**{name: np.float32(value)}, **extra)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -77,11 +78,14 @@ def test_numpy_scalars_are_accepted():
         coherence_steps=np.int32(1),
         coherence_init=np.float64(0.25),
         rescale=np.bool_(False),
+        norm_score=np.bool_(True),
+        norm_init=np.float32(-0.5),
     )
     assert layer.patch_size == 2 and type(layer.patch_size) is int
     assert layer.temperature == 0.5 and type(layer.temperature) is float
     assert layer.coherence_steps == 1 and layer.coherence_init == 0.25
     assert layer.rescale is False
+    assert layer.norm_init == -0.5 and type(layer.norm_init) is float
     config = layer.get_config()
     keras_ersm.EnergyMask.from_config(config)
     reg = keras_ersm.EnergyRegularizer(

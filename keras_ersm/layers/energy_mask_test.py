@@ -315,6 +315,8 @@ def test_config_round_trip_and_json():
         "rescale",
         "padding",
         "data_format",
+        "norm_score",
+        "norm_init",
     }
     assert expected_keys <= set(config)
     clone = keras_ersm.EnergyMask.from_config(config)
@@ -488,6 +490,9 @@ def test_layer_works_inside_symbolic_functional_graph_channels_first():
         (dict(data_format="NHWC"), "data_format='NHWC'", ValueError),
         (dict(rescale="yes"), "rescale='yes'", TypeError),
         (dict(energy_regularizer=3), "energy_regularizer=3", TypeError),
+        (dict(norm_score=True, norm_init=2e4), "norm_init=20000.0", ValueError),
+        (dict(norm_score=True, norm_init="low"), "norm_init='low'", TypeError),
+        (dict(norm_init=-1.0), "norm_init=-1.0, norm_score=False", ValueError),
     ],
 )
 def test_invalid_arguments(kwargs, received, error):

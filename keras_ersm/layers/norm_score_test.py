@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_ersm
-from keras_ersm.testing.test_case import input_gradient
+from keras_ersm.testing.test_case import check_save_and_load, input_gradient
 
 BACKEND = keras.backend.backend()
 JIT = BACKEND != "torch"
@@ -280,7 +280,22 @@ def test_norm_init_starts_the_weight_and_round_trips():
     assert float(keras.ops.convert_to_numpy(layer.norm_weight)) == -0.25
     assert layer.get_config()["norm_init"] == -0.25
     assert keras_ersm.EnergyMask.from_config(layer.get_config()).norm_init == -0.25
-    assert keras_ersm.EnergyMask.paper().norm_init == 0.0
+    # `.keras` under safe_mode=True: outputs, loss and the trained weight
+    # (not its start) come back.
+    inputs = keras.Input((6, 6, 3))
+    model = keras.Model(
+        inputs, keras_ersm.EnergyMask(norm_score=True, norm_init=-1.0)(inputs)
+    )
+    model.layers[1].norm_weight.assign(0.3)
+    check_save_and_load(model, x)
+
+
+def test_norm_init_without_norm_score_is_an_error():
+    with pytest.raises(ValueError, match="norm_init=-1.0, norm_score=False"):
+        keras_ersm.EnergyMask(norm_init=-1.0)
+    layer = keras_ersm.EnergyMask(norm_init=0.0)
+    layer.build((None, 4, 4, 3))
+    assert layer.norm_weight is None
 
 
 def test_negative_norm_init_keeps_the_tokens_of_larger_norm():
