@@ -136,6 +136,14 @@ VARIANTS = {
     # first epochs the few live tokens' relative norm is large, so -0.25
     # still ranks them first there (session 10).
     "norm_init_neg025": {"norm_score": True, "norm_init": -0.25},
+    # The strong prior with the keep starting low (bias 2: keep sigmoid(-2)
+    # = 0.12 for a token of mean norm), so that a task that holds the keep
+    # level where it starts (MobileNetV3Small) holds it sparse (session 10).
+    "norm_init_neg1_bias2": {
+        "norm_score": True,
+        "norm_init": -1.0,
+        "bias_initializer": keras.initializers.Constant(2.0),
+    },
     # The default energy with a zero scoring kernel at first: every token
     # starts with the same keep, so a slowly moving kernel (SGD) does not
     # leave a random ranking in place (session 7).
