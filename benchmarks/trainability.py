@@ -119,7 +119,8 @@ VARIANTS = {
     # ranking (the kernel and, with `norm_score`, the norm weight), on
     # session 9's default (session 10): the plain CNN's features die in the
     # first epoch with or without a mask, and the energy's ranking kept
-    # the few tokens still alive below the empty ones while they recovered
+    # the keep anti-correlated with the token norm (the few live tokens
+    # weighted below the rest) while they recovered
     # (benchmarks/trainability_probe.py).
     "price_kernel_stop": {"energy_kernel_gradient": 0.0},
     "norm_kernel_stop_price": {"energy_kernel_gradient": 0.0, "norm_score": True},
@@ -132,9 +133,10 @@ VARIANTS = {
     "norm_init_neg1": {"norm_score": True, "norm_init": -1.0},
     # A weaker prior: on MobileNetV3Small, where the relative norms spread
     # about +-1, -1 ranked strongly enough from the start that the task
-    # held the keep near 0.5 (the bias did not move); in a plain CNN's dead
-    # first epochs the few live tokens' relative norm is large, so -0.25
-    # still ranks them first there (session 10).
+    # held the keep near 0.5 (the bias moved the wrong way, 0 to -0.12);
+    # in a plain CNN's dead first epochs the few live tokens' relative norm
+    # is large, so -0.25 might still rank them first there (session 10;
+    # measured: it did not recover them, docs/concepts.md).
     "norm_init_neg025": {"norm_score": True, "norm_init": -0.25},
     # The strong prior with the keep starting low (bias 2: keep sigmoid(-2)
     # = 0.12 for a token of mean norm), so that a task that holds the keep

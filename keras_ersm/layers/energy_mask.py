@@ -105,13 +105,12 @@ class EnergyMask(keras.layers.Layer):
     NaN and Inf policy: every numeric constructor argument must be finite
     (a NaN or Inf `temperature`, `coherence_init`, `norm_init` or
     regularizer weight raises a `ValueError` naming it, also when a `.keras`
-    file holding one
-    is loaded); numpy scalars are accepted. Finite inputs of any magnitude
-    (all zeros, 1e-30, 1e30) give a keep in [0, 1] and finite outputs with
-    `rescale=False`; `rescale=True` multiplies each value by
-    `keep_i / mean(keep)` (at most the number of tokens), so a value within
-    that factor of the dtype's maximum (e.g. 3e38 in float32) can overflow
-    to +-Inf, as any product does. An empty batch gives an empty output
+    file holding one is loaded); numpy scalars are accepted. Finite inputs
+    of any magnitude (all zeros, 1e-30, 1e30) give a keep in [0, 1] and
+    finite outputs with `rescale=False`; `rescale=True` multiplies each
+    value by `keep_i / mean(keep)` (at most the number of tokens), so a
+    value within that factor of the dtype's maximum (e.g. 3e38 in float32)
+    can overflow to +-Inf, as any product does. An empty batch gives an empty output
     and a zero loss. Non-finite inputs are not sanitised: a token holding a
     NaN or an Inf gets a NaN score and keep, hence a NaN output, and the
     energy loss becomes NaN (`keras.callbacks.TerminateOnNaN` stops such a

@@ -492,6 +492,7 @@ def test_layer_works_inside_symbolic_functional_graph_channels_first():
         (dict(energy_regularizer=3), "energy_regularizer=3", TypeError),
         (dict(norm_score=True, norm_init=2e4), "norm_init=20000.0", ValueError),
         (dict(norm_score=True, norm_init="low"), "norm_init='low'", TypeError),
+        (dict(norm_score=True, norm_init=True), "norm_init=True", TypeError),
         (dict(norm_init=-1.0), "norm_init=-1.0, norm_score=False", ValueError),
     ],
 )
