@@ -93,6 +93,14 @@ VARIANTS = {
     # prior the training then moves (session 10).
     "ersm_norm_init": {"norm_score": True, "norm_init": -1.0},
     "ersm_norm_init025": {"norm_score": True, "norm_init": -0.25},
+    # The strong prior with the keep starting at sigmoid(-1) = 0.27 for a
+    # token of mean norm (benchmarks/trainability.py "norm_init_neg1_bias1",
+    # session 11).
+    "ersm_norm_init_bias1": {
+        "norm_score": True,
+        "norm_init": -1.0,
+        "bias_initializer": keras.initializers.Constant(1.0),
+    },
     "paper": "paper",
 }
 
