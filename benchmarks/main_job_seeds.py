@@ -12,7 +12,7 @@ became a price per token (docs/concepts.md). Read on the Benchmarks page
 
     KERAS_BACKEND=jax python -m benchmarks.main_job_seeds --seeds 0 1 2
 
-Writes `benchmarks/results/main_job_seeds_<backend>.json`.
+Writes `benchmarks/results/main_job_seeds_<backend>.json` (or `--output`).
 """
 
 import argparse
@@ -35,6 +35,13 @@ ENERGIES = {
     "reference_energy": {
         "energy_score_gradient": 1.0,
         "kernel_initializer": "glorot_uniform",
+    },
+    # The magnitude prior with the keep starting at sigmoid(-1) = 0.27
+    # (benchmarks/trainability.py "norm_init_neg1_bias1", session 11).
+    "norm_init_neg1_bias1": {
+        "norm_score": True,
+        "norm_init": -1.0,
+        "bias_initializer": keras.initializers.Constant(1.0),
     },
 }
 
@@ -85,6 +92,11 @@ def main(argv=None):
         "--energies", nargs="+", default=list(ENERGIES), choices=list(ENERGIES)
     )
     parser.add_argument("--work-dir", default="runs/main_job_seeds")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON file to write (default: results/main_job_seeds_<backend>.json)",
+    )
     args = parser.parse_args(argv)
     rows = []
     for energy in args.energies:
@@ -95,7 +107,7 @@ def main(argv=None):
             )
             print(json.dumps(rows[-1]), flush=True)
     backend = keras.backend.backend()
-    path = os.path.join(RESULTS, f"main_job_seeds_{backend}.json")
+    path = args.output or os.path.join(RESULTS, f"main_job_seeds_{backend}.json")
     with open(path, "w") as f:
         json.dump(
             {
