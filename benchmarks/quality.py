@@ -101,6 +101,13 @@ VARIANTS = {
         "norm_init": -1.0,
         "bias_initializer": keras.initializers.Constant(1.0),
     },
+    # The same with the keep starting at sigmoid(-0.5) = 0.38 (trainability
+    # "norm_init_neg1_bias05", session 11).
+    "ersm_norm_init_bias05": {
+        "norm_score": True,
+        "norm_init": -1.0,
+        "bias_initializer": keras.initializers.Constant(0.5),
+    },
     "paper": "paper",
 }
 
