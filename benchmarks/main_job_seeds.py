@@ -60,6 +60,11 @@ def run(seed, energy, output_dir):
     sys.argv = [SCRIPT, "--seed", str(seed), "--output-dir", output_dir]
     try:
         runpy.run_path(SCRIPT, run_name="__main__")
+    except SystemExit as exit:
+        # The script ends with `sys.exit(main())`: a clean exit must not
+        # end this process after its first run (it did until session 11).
+        if exit.code not in (0, None):
+            raise
     finally:
         sys.argv = argv
         keras_ersm.models.build_classifier = build
