@@ -24,6 +24,7 @@ import sys
 import keras
 
 import keras_ersm
+from benchmarks import trainability
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "examples", "train_cifar.py")
@@ -37,12 +38,8 @@ ENERGIES = {
         "kernel_initializer": "glorot_uniform",
     },
     # The magnitude prior with the keep starting at sigmoid(-1) = 0.27
-    # (benchmarks/trainability.py "norm_init_neg1_bias1", session 11).
-    "norm_init_neg1_bias1": {
-        "norm_score": True,
-        "norm_init": -1.0,
-        "bias_initializer": keras.initializers.Constant(1.0),
-    },
+    # (the trainability variant of the same name, session 11).
+    "norm_init_neg1_bias1": trainability.VARIANTS["norm_init_neg1_bias1"],
 }
 
 

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 import keras_ersm
-from benchmarks import _experimental, _harness
+from benchmarks import _experimental, _harness, trainability
 from keras_ersm import evaluation
 from keras_ersm.datasets import make_cluttered
 from keras_ersm.evaluation.localization import localization_scores, normalise_peak
@@ -93,21 +93,11 @@ VARIANTS = {
     # prior the training then moves (session 10).
     "ersm_norm_init": {"norm_score": True, "norm_init": -1.0},
     "ersm_norm_init025": {"norm_score": True, "norm_init": -0.25},
-    # The strong prior with the keep starting at sigmoid(-1) = 0.27 for a
-    # token of mean norm (benchmarks/trainability.py "norm_init_neg1_bias1",
-    # session 11).
-    "ersm_norm_init_bias1": {
-        "norm_score": True,
-        "norm_init": -1.0,
-        "bias_initializer": keras.initializers.Constant(1.0),
-    },
-    # The same with the keep starting at sigmoid(-0.5) = 0.38 (trainability
-    # "norm_init_neg1_bias05", session 11).
-    "ersm_norm_init_bias05": {
-        "norm_score": True,
-        "norm_init": -1.0,
-        "bias_initializer": keras.initializers.Constant(0.5),
-    },
+    # The strong prior with the keep starting at sigmoid(-1) = 0.27 and
+    # sigmoid(-0.5) = 0.38 for a token of mean norm: the trainability
+    # variants of the same names (session 11).
+    "ersm_norm_init_bias1": trainability.VARIANTS["norm_init_neg1_bias1"],
+    "ersm_norm_init_bias05": trainability.VARIANTS["norm_init_neg1_bias05"],
     "paper": "paper",
 }
 

@@ -243,14 +243,13 @@ class EnergyMask(keras.layers.Layer):
             `-1.0` on the bundled quality benchmark: the keep map put more
             of its mass inside the object than Grad-CAM of the model
             without the mask from scratch, and twice the object's area in
-            the frozen recipe; on a
-            mask inside `MobileNetV3Small` it kept the mask dense (mean
-            keep 0.53). With `bias_initializer=Constant(1.0)` as well the
-            mask there stayed sparse with Adam and AdamW (mean keep 0.29),
-            but with SGD at 0.01 accuracy fell 6 points (with either
-            bias), so neither is the default
-            (docs/concepts.md, "A magnitude prior: `norm_init`").
-            Defaults to `0.0`.
+            the frozen recipe; on a mask inside `MobileNetV3Small` it kept
+            the mask dense (mean keep 0.53). With
+            `bias_initializer=Constant(1.0)` as well the mask there stayed
+            sparse with Adam and AdamW (mean keep 0.29), but with SGD at
+            0.01 accuracy fell 6 points (with either bias), so neither is
+            the default (docs/concepts.md, "A magnitude prior:
+            `norm_init`"). Defaults to `0.0`.
         **kwargs: base layer keyword arguments, e.g. `name` and `dtype`.
 
     Call arguments:
