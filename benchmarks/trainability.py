@@ -14,7 +14,8 @@ Backbones: a plain CNN without normalisation (three 3x3 Conv2D + ReLU, 32,
 KerasHub ResNet config and `keras.applications.MobileNetV3Small(weights=None)`
 (the mask inserted at stride 8, a 4x4 grid at 32 px). Datasets:
 `make_cluttered` with its defaults and a harder variant (15 classes, more
-clutter and distractors, smaller objects).
+clutter and distractors, smaller objects), trained 30 epochs where the
+bundled data trains 12 (`DATASET_EPOCHS`; `--epochs` sets both).
 
 Usage:
 
