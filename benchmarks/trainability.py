@@ -729,11 +729,11 @@ def main(argv=None):
         cache = {}
         start = time.time()
         for dataset in settings["datasets"]:
+            epochs = epochs_for(dataset, settings)
             for backbone in settings["backbones"]:
                 for optimizer in settings["optimizers"]:
                     for seed in settings["seeds"]:
                         for variant in ["baseline", *args.variants]:
-                            epochs = epochs_for(dataset, settings)
                             key = (backbone, optimizer, dataset, epochs, seed, variant)
                             if key in done:
                                 continue

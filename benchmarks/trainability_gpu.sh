@@ -7,8 +7,10 @@
 # itself did not learn reliably: at chance on some seeds, or its reseeded
 # copy (`baseline_shifted`) failing the same verdict. On the plain CNN both
 # sit on a plateau (loss ln 15, most features zero) for about 14 epochs;
-# trained for EPOCHS epochs the baseline leaves chance on every seed. Each job is one (backbone, optimizer, dataset,
-# seed) of `benchmarks/trainability.py`, all appending to one JSONL file
+# trained for EPOCHS epochs the baseline leaves chance on every seed. Each
+# job is one (backbone, optimizer, dataset, seed) of
+# `benchmarks/trainability.py` (`--epochs EPOCHS` for every dataset, the
+# bundled one too), all appending to one JSONL file
 # (`benchmarks/results/trainability_$TAG_jax.jsonl`; a rerun skips the runs
 # already there). Jobs run in priority order, JOBS at a time, for at most
 # LIMIT seconds.
