@@ -82,6 +82,9 @@ VARIANTS = {
     "full_gradient": {"energy_feature_gradient": 1.0, **_REFERENCE_ENERGY, **_GLOROT},
     "half_gradient": {"energy_feature_gradient": 0.5, **_REFERENCE_ENERGY, **_GLOROT},
     "no_energy": {"energy_regularizer": None, **_GLOROT},
+    # The default layer without its energy: the same scoring kernel at the
+    # same initial values as `default` (session 13).
+    "no_energy_default_init": {"energy_regularizer": None},
     # The energy sets the keep level (bias) but not the ranking (kernel).
     "kernel_stop": {"energy_kernel_gradient": 0.0, **_REFERENCE_ENERGY, **_GLOROT},
     # Not adopted (benchmarks/_experimental.py): rescale by the

@@ -145,6 +145,7 @@ def main(argv=None):
     parser.add_argument("--variant", default="default", choices=trainability.VARIANTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--train-size", type=int, default=3000)
     args = parser.parse_args(argv)
     _, accuracy = probe(
         args.backbone,
@@ -153,6 +154,7 @@ def main(argv=None):
         args.variant,
         args.seed,
         args.epochs,
+        args.train_size,
     )
     print(
         json.dumps(
