@@ -97,7 +97,15 @@ def _energy_stats(model, mask, x):
     }
 
 
-def probe(backbone, optimizer, dataset, variant, seed, epochs=12, train_size=3000):
+def probe(
+    backbone,
+    optimizer,
+    dataset,
+    variant,
+    seed,
+    epochs=12,
+    train_size=trainability.FULL["train_size"],
+):
     """Trains one run and returns the per-epoch records and the test accuracy."""
     (x, y), (xt, yt), num_classes = trainability.load_data(dataset, train_size)
     model, probe_name = trainability.build(backbone, variant, num_classes, seed)
@@ -145,7 +153,9 @@ def main(argv=None):
     parser.add_argument("--variant", default="default", choices=trainability.VARIANTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--train-size", type=int, default=3000)
+    parser.add_argument(
+        "--train-size", type=int, default=trainability.FULL["train_size"]
+    )
     args = parser.parse_args(argv)
     _, accuracy = probe(
         args.backbone,
