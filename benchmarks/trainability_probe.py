@@ -46,7 +46,7 @@ def _mask_stats(model, mask, features):
         maps = list(maps.values())[0]
     keep = np.asarray(maps).reshape(len(features["x"]), -1)
     weights = keep / (keep.sum(axis=1, keepdims=True) + 1e-12)
-    participation = 1.0 / (weights**2).sum(axis=1) / keep.shape[1]
+    participation = trainability.flatness(keep)
     kernel = keras.ops.convert_to_numpy(mask.kernel)[:, 0]
     # Alive tokens (any non-zero channel) and the share of each image's
     # normalised keep that lands on them (patch size 1: one token a position).
@@ -104,10 +104,19 @@ def probe(
     variant,
     seed,
     epochs=12,
-    train_size=trainability.FULL["train_size"],
+    train_size=None,
 ):
-    """Trains one run and returns the per-epoch records and the test accuracy."""
-    (x, y), (xt, yt), num_classes = trainability.load_data(dataset, train_size)
+    """Trains one run and returns the per-epoch records and the test accuracy.
+
+    `train_size` None trains on the benchmark's images for the backbone and
+    dataset (`trainability.train_size_for`)."""
+    train_size = trainability.train_size_for(
+        backbone, dataset, {"train_size": train_size}
+    )
+    upsample = trainability.BACKBONES[backbone][2]
+    (x, y), (xt, yt), num_classes = trainability.load_data(
+        dataset, train_size, upsample
+    )
     model, probe_name = trainability.build(backbone, variant, num_classes, seed)
     feature_model = keras.Model(model.inputs, model.get_layer(probe_name).output)
     masks = keras_ersm.models.energy_mask_layers(model)
@@ -154,7 +163,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument(
-        "--train-size", type=int, default=trainability.FULL["train_size"]
+        "--train-size",
+        type=int,
+        help="training images (default: the benchmark's for the backbone)",
     )
     args = parser.parse_args(argv)
     _, accuracy = probe(

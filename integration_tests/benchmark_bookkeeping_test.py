@@ -4,10 +4,13 @@ run over seeds (`benchmarks/main_job_seeds.py`)."""
 
 import json
 
+import numpy as np
+import pytest
+
 from benchmarks import main_job_seeds, trainability
 
 
-def _record(variant, seed, accuracy, epochs=12, dataset="hard"):
+def _record(variant, seed, accuracy, epochs=12, dataset="hard", **extra):
     record = {
         "backbone": "plain_cnn",
         "optimizer": "adam",
@@ -22,14 +25,110 @@ def _record(variant, seed, accuracy, epochs=12, dataset="hard"):
     }
     if epochs is not None:
         record["epochs"] = epochs
-    return record
+    return {**record, **extra}
 
 
 def test_the_harder_data_trains_30_epochs_unless_told_otherwise():
     settings = dict(trainability.FULL)
-    assert trainability.epochs_for("hard", settings) == 30
-    assert trainability.epochs_for("cluttered", settings) == 12
-    assert trainability.epochs_for("hard", {**settings, "epochs": 5}) == 5
+    assert trainability.epochs_for("plain_cnn", "hard", settings) == 30
+    assert trainability.epochs_for("plain_cnn", "cluttered", settings) == 12
+    assert trainability.epochs_for("plain_cnn", "hard", {**settings, "epochs": 5}) == 5
+    # The BatchNorm CNN's protocol keeps its 12 (no 14-epoch plateau).
+    assert trainability.epochs_for("bn_cnn", "hard", settings) == 12
+    assert trainability.epochs_for("bn_cnn", "hard", {**settings, "epochs": 5}) == 5
+
+
+def test_the_protocol_sets_mobilenets_images_and_learning_rate():
+    settings = dict(trainability.FULL)
+    size = trainability.train_size_for
+    assert size("mobilenet_v3_small", "hard", settings) == 10000
+    assert size("mobilenet_v3_small", "cluttered", settings) == 3000
+    assert size("plain_cnn", "hard", settings) == 3000
+    # Named on the command line, a train size applies to every backbone.
+    assert size("mobilenet_v3_small", "hard", {**settings, "train_size": 500}) == 500
+    cells = trainability.planned_cells({**settings, "datasets": ["hard"]})
+    optimizers = {(c[0], c[1]) for c in cells}
+    assert ("mobilenet_v3_small", "sgd_0.01") in optimizers
+    assert ("mobilenet_v3_small", "sgd") not in optimizers
+    # The plain CNN's SGD is not in the protocol (its baseline never learns).
+    assert ("plain_cnn", "sgd") not in optimizers
+    assert ("bn_cnn", "sgd") in optimizers
+    # Named optimizers are trained as named.
+    named = trainability.planned_cells(
+        {**settings, "datasets": ["hard"], "optimizers": ["sgd"]}, protocol=False
+    )
+    assert ("mobilenet_v3_small", "sgd", "hard", 30, 10000) in named
+
+
+def test_cells_with_different_training_images_are_summarised_apart():
+    records = [
+        _record("baseline", 0, 11.0, train_size=3000),
+        _record("default", 0, 6.0, train_size=3000),
+        _record("baseline", 0, 50.0, train_size=10000),
+        _record("default", 0, 55.0, train_size=10000),
+    ]
+    rows = trainability.summarize(records)
+    verdicts = {(r["train_size"], r["variant"]): r["verdict"] for r in rows}
+    assert verdicts[(3000, "default")] == "FAIL"
+    assert verdicts[(10000, "default")] == "pass"
+    # A record without a train size is a 3000-image run (the only size
+    # before session 13), keyed apart from a 10000-image one.
+    old = _record("default", 0, 6.0)
+    assert trainability._key(old) == trainability._key(
+        _record("default", 0, 1.0, train_size=3000)
+    )
+    assert trainability._key(old) != trainability._key(
+        _record("default", 0, 1.0, train_size=10000)
+    )
+
+
+def test_the_protocol_table_names_every_cell_and_what_is_not_run():
+    rows = trainability.summarize(
+        [
+            _record("baseline", 0, 40.0, epochs=30),
+            _record("default", 0, 45.0, epochs=30),
+            # Off the protocol (12 epochs): not its verdict.
+            _record("baseline", 0, 20.0, epochs=12, optimizer="adamw"),
+            _record("default", 0, 25.0, epochs=12, optimizer="adamw"),
+        ]
+    )
+    verdicts = {
+        (r["backbone"], r["optimizer"], r["dataset"]): r["verdict"]
+        for r in trainability.protocol_verdicts(rows)
+    }
+    assert len(verdicts) == len(trainability.protocol_cells())
+    assert verdicts[("plain_cnn", "adam", "hard")] == "pass"
+    assert verdicts[("plain_cnn", "adamw", "hard")] == "not run"
+    assert verdicts[("mobilenet_v3_small", "sgd_0.01", "hard")] == "not run"
+    markdown = trainability.to_markdown(rows, "t")
+    assert "| plain_cnn | adam | hard | 30 | 3000 | 0 | pass |" in markdown
+    assert "Not in the protocol: plain_cnn with sgd" in markdown
+
+
+def test_flatness_is_one_for_a_uniform_map_and_one_over_tokens_for_one_token():
+    keep = np.array([[0.2, 0.2, 0.2, 0.2], [0.0, 0.9, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    np.testing.assert_allclose(trainability.flatness(keep), [1.0, 0.25, 0.5])
+    # Four 2x2 maps (images, rows, cols) flatten per image.
+    maps = np.ones((4, 2, 2))
+    np.testing.assert_allclose(trainability.flatness(maps), [1.0] * 4)
+
+
+def test_the_table_shows_flatness_where_runs_recorded_it():
+    rows = trainability.summarize(
+        [
+            _record("baseline", 0, 40.0, epochs=30),
+            _record("default", 0, 45.0, epochs=30, eff_tokens=0.9),
+            _record("default", 1, 45.0, epochs=30, eff_tokens=0.7),
+            _record("baseline", 1, 40.0, epochs=30),
+            _record("other", 0, 45.0, epochs=30),
+        ]
+    )
+    flat = {r["variant"]: r["eff_tokens"] for r in rows}
+    assert flat["default"] == pytest.approx(0.8)
+    markdown = trainability.to_markdown(rows, "t")
+    assert "| 0.100 | 0.80 | 0.500 |" in markdown
+    # Runs that did not record it leave the column empty.
+    assert "| 0.100 |  | 0.500 |" in markdown
 
 
 def test_cells_with_different_epochs_are_summarised_apart():
@@ -51,7 +150,7 @@ def test_cells_with_different_epochs_are_summarised_apart():
         (30, "default"): "pass",
     }
     markdown = trainability.to_markdown(rows, "t")
-    assert "| plain_cnn | adam | hard | 30 | default | 45.0 |" in markdown
+    assert "| plain_cnn | adam | hard | 30 | 3000 | default | 45.0 |" in markdown
 
 
 def test_records_without_epochs_are_12_epoch_runs():
