@@ -14,11 +14,14 @@
 # (`benchmarks/results/trainability_$TAG_jax.jsonl`; a rerun skips the runs
 # already there). Jobs run in priority order, JOBS at a time, for at most
 # LIMIT seconds.
+# Each run trains on the protocol's images for its backbone (since session
+# 14, 10000 for MobileNetV3Small on the harder data: `PROTOCOL`).
 #
 # Usage (on the GPU machine, from the repository root; session 12 ran
 # round1 with LIMIT=420, then round2 and seed8 side by side with LIMIT=200,
 # seed8 with JOBS=1):
 #     JOBSET=round1 bash benchmarks/trainability_gpu.sh
+#     JOBSET=mobilenet10k TAG=gpu_protocol JOBS=9 LIMIT=540 bash benchmarks/trainability_gpu.sh
 #     KERAS_BACKEND=jax python -m benchmarks.trainability --tag h100_e30 --summarize
 set -u
 TAG=${TAG:-h100_e30}
@@ -49,12 +52,21 @@ jobs_round2() {
     done
 }
 jobs_seed8() { echo "plain_cnn adam hard 8"; }
+# Session 14: the protocol's MobileNetV3Small cells on the harder data (10000
+# images, `PROTOCOL` in benchmarks/trainability.py; not yet run on a GPU).
+# About 17 minutes a run on 2 CPU cores; run with TAG=gpu_protocol.
+jobs_mobilenet10k() {
+    for seed in 0 1 2; do
+        for opt in adam adamw sgd_0.01; do echo "mobilenet_v3_small $opt hard $seed"; done
+    done
+}
 
 JOBSET=${JOBSET:-round1}
 case "$JOBSET" in
     round1 | round2) VARIANTS=${VARIANTS:-baseline_shifted default norm_init_neg1_bias1} ;;
     seed8) VARIANTS=${VARIANTS:-no_energy kernel_stop default_norm_score price_kernel_stop score_stop norm_init_neg1} ;;
-    *) echo "Unknown JOBSET=$JOBSET (expected round1, round2 or seed8)" >&2; exit 2 ;;
+    mobilenet10k) VARIANTS=${VARIANTS:-default} ;;
+    *) echo "Unknown JOBSET=$JOBSET (expected round1, round2, seed8 or mobilenet10k)" >&2; exit 2 ;;
 esac
 export TAG EPOCHS LOG VARIANTS
 "jobs_$JOBSET" | timeout "$LIMIT" xargs -P "$JOBS" -L 1 bash -c '
