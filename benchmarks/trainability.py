@@ -318,8 +318,9 @@ def train_size_for(backbone, dataset, settings):
 
 
 # The quick matrix is the failure the benchmark was written for (a plain CNN
-# without normalisation, every optimizer, three seeds); the full one adds the
-# other backbones and the harder data. Both train every run alike.
+# without normalisation, every optimizer of its protocol, three seeds); the
+# full one adds the other backbones and the harder data. Both train every
+# run alike.
 QUICK = {
     "backbones": ["plain_cnn"],
     "optimizers": ["adam", "adamw", "sgd"],
