@@ -913,7 +913,16 @@ def main(argv=None):
     with open(md, "w") as f:
         f.write(to_markdown(rows, title))
     with open(jsonl.replace(".jsonl", ".json"), "w") as f:
-        json.dump({"settings": settings, "cells": rows}, f, indent=2)
+        json.dump(
+            {
+                "settings": settings,
+                "protocol": PROTOCOL,
+                "protocol_verdicts": protocol_verdicts(rows),
+                "cells": rows,
+            },
+            f,
+            indent=2,
+        )
     print(f"wrote {md}")
 
 
