@@ -149,6 +149,16 @@ def run(
     return result
 
 
+def round_files(results):
+    """The search's JSON-lines files in `results`: the rounds, and what
+    `--output`'s default collects (`defaults_search.jsonl`)."""
+    return sorted(
+        os.path.join(results, f)
+        for f in os.listdir(results)
+        if f.startswith("defaults_") and f.endswith(".jsonl")
+    )
+
+
 def summarize(paths, output):
     """Writes a Markdown table of every configuration tried."""
     lines = [
@@ -212,11 +222,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.summarize:
         results = os.path.join(os.path.dirname(__file__), "results")
-        rounds = sorted(
-            os.path.join(results, f)
-            for f in os.listdir(results)
-            if f.startswith("defaults_round") and f.endswith(".jsonl")
-        )
+        rounds = round_files(results)
         summarize(rounds, os.path.join(results, "defaults.md"))
         return
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

@@ -210,3 +210,13 @@ def test_main_job_seeds_runs_every_seed_past_the_scripts_clean_exit(
     )
     runs = json.loads(output.read_text())["runs"]
     assert [(r["seed"], r["ersm_accuracy"]) for r in runs] == [(0, 90.0), (1, 91.0)]
+
+
+def test_the_defaults_search_summarises_what_its_default_output_collects(tmp_path):
+    from benchmarks import defaults_search
+
+    for name in ("defaults_round1.jsonl", "defaults_search.jsonl", "other.jsonl"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "defaults.md").write_text("")
+    found = [p.rsplit("/", 1)[-1] for p in defaults_search.round_files(tmp_path)]
+    assert found == ["defaults_round1.jsonl", "defaults_search.jsonl"]
