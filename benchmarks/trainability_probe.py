@@ -1,7 +1,9 @@
 """Per-epoch probe of one trainability run: what the mask does to a backbone.
 
-Trains one cell of the trainability matrix (`benchmarks/trainability.py`)
-for one seed and variant and prints, after every epoch, one JSON line:
+Trains one run of the trainability matrix (`benchmarks/trainability.py`:
+one cell, seed and variant, on the benchmark's images for the backbone and
+dataset, for 12 epochs unless `--epochs` says otherwise) and prints, after
+every epoch, one JSON line:
 
 - `zeros`, `feat_mean`: the fraction of exactly-zero activations at the
   mask's input and their mean, on 256 test images;
