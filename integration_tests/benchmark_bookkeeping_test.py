@@ -57,15 +57,23 @@ def test_the_protocol_sets_mobilenets_images_and_learning_rate():
     assert ("mobilenet_v3_small", "sgd", "hard", 30, 10000) in named
 
 
-def test_cells_with_different_training_images_are_summarised_apart():
+def _verdicts_of_two_cells(field, first, second):
+    # The mask at chance where the baseline is not in the `first` cell,
+    # above it in the `second`: one verdict per cell (mixed, the failure
+    # would hide in a mean).
     records = [
-        _record("baseline", 0, 11.0, train_size=3000),
-        _record("default", 0, 6.0, train_size=3000),
-        _record("baseline", 0, 50.0, train_size=10000),
-        _record("default", 0, 55.0, train_size=10000),
+        _record("baseline", 0, 20.0, **{field: first}),
+        _record("default", 0, 6.0, **{field: first}),
+        _record("baseline", 0, 40.0, **{field: second}),
+        _record("default", 0, 45.0, **{field: second}),
     ]
     rows = trainability.summarize(records)
-    verdicts = {(r["train_size"], r["variant"]): r["verdict"] for r in rows}
+    verdicts = {(r[field], r["variant"]): r["verdict"] for r in rows}
+    return rows, verdicts
+
+
+def test_cells_with_different_training_images_are_summarised_apart():
+    _, verdicts = _verdicts_of_two_cells("train_size", 3000, 10000)
     assert verdicts[(3000, "default")] == "FAIL"
     assert verdicts[(10000, "default")] == "pass"
     # A record without a train size is a 3000-image run (the only size
@@ -187,17 +195,7 @@ def test_the_table_shows_flatness_where_runs_recorded_it():
 
 
 def test_cells_with_different_epochs_are_summarised_apart():
-    # At 12 epochs the mask is at chance on seed 0 where the baseline is
-    # not; at 30 epochs it learns. One cell per epoch count, each with its
-    # own verdict (mixed, the 12-epoch failure would hide in a mean).
-    records = [
-        _record("baseline", 0, 20.0, epochs=12),
-        _record("default", 0, 6.0, epochs=12),
-        _record("baseline", 0, 40.0, epochs=30),
-        _record("default", 0, 45.0, epochs=30),
-    ]
-    rows = trainability.summarize(records)
-    verdicts = {(r["epochs"], r["variant"]): r["verdict"] for r in rows}
+    rows, verdicts = _verdicts_of_two_cells("epochs", 12, 30)
     assert verdicts == {
         (12, "baseline"): "baseline",
         (12, "default"): "FAIL",
