@@ -198,7 +198,7 @@ DATASETS = {
 # Epochs per dataset. On the harder data the plain CNN sits on a plateau
 # (loss ln 15, most features at the mask's input zero) for about 14 epochs
 # with or without a mask, so a 12-epoch run measured how long a seed's
-# plateau lasts; at 30 epochs the baseline leaves chance on every seed
+# plateau lasts; at 30 epochs the baseline (Adam, AdamW) leaves chance on every seed
 # (session 12; docs/benchmarks.md, "Trainability"). The runs before session
 # 12 trained the harder data for 12 epochs; each record names its epochs.
 DATASET_EPOCHS = {"cluttered": 12, "hard": 30}
