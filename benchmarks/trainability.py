@@ -442,14 +442,23 @@ def planned_cells(settings, protocol=True):
     return cells
 
 
+def run_data(backbone, dataset, settings, cache=None):
+    """A run's data, `load_data` at its training images and the backbone's
+    upsampling; `cache` (a dict) keeps what was loaded for the next run."""
+    train_size = train_size_for(backbone, dataset, settings)
+    key = (dataset, train_size, BACKBONES[backbone][2])
+    if cache is None or key not in cache:
+        data = load_data(*key)
+        if cache is None:
+            return data
+        cache[key] = data
+    return cache[key]
+
+
 def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
     epochs = epochs_for(dataset, settings)
     train_size = train_size_for(backbone, dataset, settings)
-    upsample = BACKBONES[backbone][2]
-    key = (dataset, train_size, upsample)
-    if key not in data_cache:
-        data_cache[key] = load_data(dataset, train_size, upsample)
-    (x, y), (xt, yt), num_classes = data_cache[key]
+    (x, y), (xt, yt), num_classes = run_data(backbone, dataset, settings, data_cache)
     model, probe = build(backbone, variant, num_classes, seed)
     probe_x = xt[:256]
     zeros_start = zero_fraction(model, probe, probe_x)
@@ -755,9 +764,7 @@ _CELL_FIELDS = ("backbone", "optimizer", "dataset", "epochs", "train_size")
 def protocol_verdicts(rows, variant="default"):
     """`variant`'s verdict in every protocol cell ('not run' where it has
     no runs), with the seeds it ran."""
-    found = {
-        tuple(r[f] for f in _CELL_FIELDS): r for r in rows if r["variant"] == variant
-    }
+    found = {_cell(r): r for r in rows if r["variant"] == variant}
     out = []
     for cell in protocol_cells():
         row = found.get(cell)
@@ -865,11 +872,11 @@ def main(argv=None):
         cache = {}
         start = time.time()
         cells = planned_cells(settings, protocol=args.optimizers is None)
-        for backbone, optimizer, dataset, epochs, size in cells:
+        for cell in cells:  # in `_cell`'s order, so `_key` is (*cell, seed, variant)
+            backbone, optimizer, dataset, _, size = cell
             for seed in settings["seeds"]:
                 for variant in ["baseline", *args.variants]:
-                    key = (backbone, optimizer, dataset, epochs, size, seed, variant)
-                    if key in done:
+                    if (*cell, seed, variant) in done:
                         continue
                     r = run_one(
                         backbone,

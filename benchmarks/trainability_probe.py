@@ -112,12 +112,8 @@ def probe(
 
     `train_size` None trains on the benchmark's images for the backbone and
     dataset (`trainability.train_size_for`)."""
-    train_size = trainability.train_size_for(
+    (x, y), (xt, yt), num_classes = trainability.run_data(
         backbone, dataset, {"train_size": train_size}
-    )
-    upsample = trainability.BACKBONES[backbone][2]
-    (x, y), (xt, yt), num_classes = trainability.load_data(
-        dataset, train_size, upsample
     )
     model, probe_name = trainability.build(backbone, variant, num_classes, seed)
     feature_model = keras.Model(model.inputs, model.get_layer(probe_name).output)
