@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import keras_ersm
 from benchmarks import main_job_seeds, trainability
 
 
@@ -273,3 +274,37 @@ def test_the_defaults_search_summarises_what_its_default_output_collects(tmp_pat
     (tmp_path / "defaults.md").write_text("")
     found = [p.rsplit("/", 1)[-1] for p in defaults_search.round_files(tmp_path)]
     assert found == ["defaults_round1.jsonl", "defaults_search.jsonl"]
+
+
+def _initial_weights(backbone, variant, seed=0):
+    model, _ = trainability.build(backbone, variant, num_classes=10, seed=seed)
+    return [
+        np.asarray(w)
+        for layer in model.layers
+        if not isinstance(layer, keras_ersm.EnergyMask)
+        for w in layer.weights
+    ]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(
+        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b)
+    )
+
+
+def test_default_matched_starts_every_weight_but_the_masks_as_the_baseline():
+    baseline = _initial_weights("plain_cnn", "baseline")
+    # `default` takes one draw of the seeded generator for its kernel, so
+    # its head starts as the shifted control's, not as the baseline's.
+    assert not _same(_initial_weights("plain_cnn", "default"), baseline)
+    assert _same(
+        _initial_weights("plain_cnn", "default"),
+        _initial_weights("plain_cnn", "baseline_shifted"),
+    )
+    assert _same(_initial_weights("plain_cnn", "default_matched"), baseline)
+    # The matched kernel follows the run's seed.
+    kernels = []
+    for seed in (0, 1):
+        model, _ = trainability.build("plain_cnn", "default_matched", 10, seed)
+        kernels.append(np.asarray(keras_ersm.models.energy_mask_layers(model)[0].kernel))
+    assert not np.array_equal(*kernels)
