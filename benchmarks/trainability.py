@@ -177,6 +177,9 @@ VARIANTS = {
     # with Adam, seed 0, passes 15% training accuracy after 5 epochs from
     # the baseline's head and after 9 from the shifted one).
     "default_matched": {"matched_init": True},
+    # The same start with `energy_kernel_gradient=0.0` (`price_kernel_stop`
+    # below): the energy sets the keep level, the task alone the ranking.
+    "price_kernel_stop_matched": {"energy_kernel_gradient": 0.0, "matched_init": True},
     # The default energy with a zero scoring kernel at first: every token
     # starts with the same keep, so a slowly moving kernel (SGD) does not
     # leave a random ranking in place (session 7).

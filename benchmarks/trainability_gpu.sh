@@ -65,18 +65,42 @@ jobs_mobilenet10k() {
     for seed in 0 1 2; do echo "mobilenet_v3_small adam hard $seed"; done
     echo "mobilenet_v3_small adamw hard 0"
 }
+# Session 15 ran `mobilenet10k` on an H200 (TAG=h200_protocol after
+# merging; 6 jobs at a time: the first run of each job ~280 s, compilation
+# included, the second ~100 s): the default fell 23 points behind on Adam
+# seed 0. `control` adds, in the same cells, the init-matched default and
+# the shifted baseline (whose head starts as the default's), and the runs
+# `mobilenet10k` did not finish. With TAG=h200_protocol the runs already in
+# `benchmarks/results/trainability_h200_protocol_jax.jsonl` are skipped (on
+# another GPU use another TAG: every run then trains, baselines too):
+#     JOBSET=control TAG=h200_protocol JOBS=6 LIMIT=520 bash benchmarks/trainability_gpu.sh
+jobs_control() {
+    for seed in 0 1 2; do echo "mobilenet_v3_small adam hard $seed"; done
+    for seed in 0 1 2; do echo "mobilenet_v3_small adamw hard $seed"; done
+    for seed in 0 1 2; do echo "mobilenet_v3_small sgd_0.01 hard $seed"; done
+}
+# `plateau`: how long MobileNetV3Small's first plateau lasts (its test
+# accuracy after 12 epochs), twelve seeds, the baseline against the
+# init-matched default and the same without the energy's gradient on the
+# scoring kernel (session 15's CPU probes: docs/benchmarks.md, "Session 15"):
+#     JOBSET=plateau TAG=h200_plateau_e12 EPOCHS=12 JOBS=6 LIMIT=520 bash benchmarks/trainability_gpu.sh
+jobs_plateau() {
+    for seed in 0 2 4 6 8 10; do echo "mobilenet_v3_small adam hard $seed $((seed + 1))"; done
+}
 
 JOBSET=${JOBSET:-round1}
 case "$JOBSET" in
     round1 | round2) VARIANTS=${VARIANTS:-baseline_shifted default norm_init_neg1_bias1} ;;
     seed8) VARIANTS=${VARIANTS:-no_energy kernel_stop default_norm_score price_kernel_stop score_stop norm_init_neg1} ;;
     mobilenet10k) VARIANTS=${VARIANTS:-default} ;;
-    *) echo "Unknown JOBSET=$JOBSET (expected round1, round2, seed8 or mobilenet10k)" >&2; exit 2 ;;
+    control) VARIANTS=${VARIANTS:-default default_matched baseline_shifted} ;;
+    plateau) VARIANTS=${VARIANTS:-default_matched price_kernel_stop_matched} ;;
+    *) echo "Unknown JOBSET=$JOBSET (expected round1, round2, seed8, mobilenet10k, control or plateau)" >&2; exit 2 ;;
 esac
 export TAG EPOCHS LOG VARIANTS PYTHON
 "jobs_$JOBSET" | timeout "$LIMIT" xargs -P "$JOBS" -L 1 bash -c '
     "$PYTHON" -m benchmarks.trainability --backbones "$0" --optimizers "$1" \
-        --datasets "$2" --seeds "$3" --epochs "$EPOCHS" --tag "$TAG" \
+        --datasets "$2" --seeds $3 ${4:-} --epochs "$EPOCHS" --tag "$TAG" \
         --variants $VARIANTS \
         2>&1 | grep --line-buffered "^\[" >> "$LOG"'
 echo "trainability_gpu: done or stopped after at most ${LIMIT}s; $(wc -l < "$LOG") runs logged"
