@@ -288,7 +288,7 @@ def _initial_weights(backbone, variant, seed=0):
 
 def _same(a, b):
     return len(a) == len(b) and all(
-        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b)
+        x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True)
     )
 
 
@@ -306,5 +306,7 @@ def test_default_matched_starts_every_weight_but_the_masks_as_the_baseline():
     kernels = []
     for seed in (0, 1):
         model, _ = trainability.build("plain_cnn", "default_matched", 10, seed)
-        kernels.append(np.asarray(keras_ersm.models.energy_mask_layers(model)[0].kernel))
+        kernels.append(
+            np.asarray(keras_ersm.models.energy_mask_layers(model)[0].kernel)
+        )
     assert not np.array_equal(*kernels)
