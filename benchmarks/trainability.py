@@ -853,6 +853,19 @@ def pooled_rates(rows):
     return out
 
 
+def positive_int(text):
+    """An argparse type: an integer of at least 1, refused by value otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer of at least 1. Received: {text!r}"
+        )
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the 15-minute matrix")
@@ -860,8 +873,8 @@ def main(argv=None):
     parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS))
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--train-size", type=int)
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--train-size", type=positive_int)
     parser.add_argument(
         "--variants",
         nargs="*",

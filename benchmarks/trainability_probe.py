@@ -159,10 +159,10 @@ def main(argv=None):
     parser.add_argument("--dataset", default="hard", choices=trainability.DATASETS)
     parser.add_argument("--variant", default="default", choices=trainability.VARIANTS)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=trainability.positive_int, default=12)
     parser.add_argument(
         "--train-size",
-        type=int,
+        type=trainability.positive_int,
         help="training images (default: the benchmark's for the backbone)",
     )
     args = parser.parse_args(argv)

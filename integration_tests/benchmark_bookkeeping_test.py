@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_ersm
-from benchmarks import main_job_seeds, trainability
+from benchmarks import main_job_seeds, trainability, trainability_probe
 
 
 def _record(variant, seed, accuracy, epochs=12, dataset="hard", **extra):
@@ -310,3 +310,28 @@ def test_default_matched_starts_every_weight_but_the_masks_as_the_baseline():
             np.asarray(keras_ersm.models.energy_mask_layers(model)[0].kernel)
         )
     assert not np.array_equal(*kernels)
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--train-size"])
+@pytest.mark.parametrize("value", ["0", "-3", "ten"])
+def test_a_count_below_one_is_refused_by_value(
+    flag, value, capsys, monkeypatch, tmp_path
+):
+    # Refused while parsing: nothing trains and nothing is written. (Before,
+    # `--train-size 0` fell back to the default size and rewrote the
+    # summary with `train_size: 0` in its settings.)
+    monkeypatch.setattr(trainability, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(trainability, "run_one", _no_training)
+    with pytest.raises(SystemExit) as raised:
+        trainability.main([flag, value, "--quick"])
+    assert raised.value.code == 2
+    assert list(tmp_path.iterdir()) == []
+    error = capsys.readouterr().err
+    assert flag in error and repr(value) in error and "at least 1" in error
+    with pytest.raises(SystemExit):
+        trainability_probe.main([flag, value])
+    assert repr(value) in capsys.readouterr().err
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a refused argument must not train")
