@@ -8,7 +8,7 @@
 # copy (`baseline_shifted`) failing the same verdict. On the plain CNN both
 # sit on a plateau (loss ln 15, most features zero) for about 14 epochs;
 # trained for EPOCHS epochs the baseline leaves chance on every seed. Each
-# job is one (backbone, optimizer, dataset, seed) of
+# job is one (backbone, optimizer, dataset, seed or two seeds) of
 # `benchmarks/trainability.py` (`--epochs EPOCHS` for every dataset, the
 # bundled one too), all appending to one JSONL file
 # (`benchmarks/results/trainability_$TAG_jax.jsonl`; a rerun skips the runs
@@ -21,8 +21,12 @@
 # round1 with LIMIT=420, then round2 and seed8 side by side with LIMIT=200,
 # seed8 with JOBS=1):
 #     JOBSET=round1 bash benchmarks/trainability_gpu.sh
-#     JOBSET=mobilenet10k TAG=gpu_protocol JOBS=6 LIMIT=480 bash benchmarks/trainability_gpu.sh
+#     JOBSET=mobilenet10k TAG=gpu_protocol JOBS=6 LIMIT=520 bash benchmarks/trainability_gpu.sh
+#     JOBSET=control TAG=h200_protocol JOBS=6 LIMIT=520 bash benchmarks/trainability_gpu.sh
 #     KERAS_BACKEND=jax python -m benchmarks.trainability --tag h100_e30 --summarize
+# On the device machine, first install the carried wheels (keras, namex,
+# optree; session 15) and run from the repository root; the script sets
+# KERAS_BACKEND=jax itself. Copy the JSONL to $OUT afterwards.
 set -u
 TAG=${TAG:-h100_e30}
 EPOCHS=${EPOCHS:-30}
