@@ -189,7 +189,11 @@ class EnergyMask(keras.layers.Layer):
             helped a backbone without normalisation layers trained with
             Adam, where `1.0` left more runs at chance than the model
             without the mask, and cost accuracy on a normalised backbone;
-            with the current default it has not been measured.
+            with the current default it was probed on single seeds only,
+            with no consistent sign: on a plain CNN 7.0% against the
+            default's 22.3 (AdamW) and 25.3 against 10.7 (Adam, on a GPU);
+            on `MobileNetV3Small`'s first plateau +15.8 and -20.5 points
+            against the control (docs/benchmarks.md, "Session 15").
             The forward values do not depend on it. Defaults to `1.0`.
         keep_feature_gradient: float in `[0, 1]`, the scale of every
             gradient that reaches the input features through the scores
