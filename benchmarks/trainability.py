@@ -465,13 +465,11 @@ def planned_cells(settings, protocol=True):
 def run_data(backbone, dataset, settings, cache=None):
     """A run's data, `load_data` at its training images and the backbone's
     upsampling; `cache` (a dict) keeps what was loaded for the next run."""
-    train_size = train_size_for(backbone, dataset, settings)
-    key = (dataset, train_size, BACKBONES[backbone][2])
-    if cache is None or key not in cache:
-        data = load_data(*key)
-        if cache is None:
-            return data
-        cache[key] = data
+    key = (dataset, train_size_for(backbone, dataset, settings), BACKBONES[backbone][2])
+    if cache is None:
+        return load_data(*key)
+    if key not in cache:
+        cache[key] = load_data(*key)
     return cache[key]
 
 

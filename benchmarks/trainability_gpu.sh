@@ -71,8 +71,8 @@ jobs_mobilenet10k() {
 }
 # Session 15 ran `mobilenet10k` on an H200 (TAG=h200_protocol after
 # merging; 6 jobs at a time: all 12 runs of the first 6 jobs ended within
-# 400 s of the start, the first of each job after ~280 s): the default fell 23 points behind on Adam
-# seed 0. `control` adds, in the same cells, the init-matched default and
+# 400 s of the start, the first of each job after ~280 s): the default fell
+# 23 points behind on Adam seed 0. `control` adds, in the same cells, the init-matched default and
 # the shifted baseline (whose head starts as the default's), and the runs
 # `mobilenet10k` did not finish. With TAG=h200_protocol the runs already in
 # `benchmarks/results/trainability_h200_protocol_jax.jsonl` are skipped (on

@@ -310,6 +310,14 @@ def test_default_matched_starts_every_weight_but_the_masks_as_the_baseline():
             np.asarray(keras_ersm.models.energy_mask_layers(model)[0].kernel)
         )
     assert not np.array_equal(*kernels)
+    # `build` restates the default kernel initializer with a seed: it must
+    # stay `EnergyMask()`'s own in everything but the seed.
+    configs = []
+    for variant in ("default", "default_matched"):
+        model, _ = trainability.build("plain_cnn", variant, 10, 0)
+        initializer = keras_ersm.models.energy_mask_layers(model)[0].kernel_initializer
+        configs.append((type(initializer), {**initializer.get_config(), "seed": None}))
+    assert configs[0] == configs[1]
 
 
 @pytest.mark.parametrize("flag", ["--epochs", "--train-size"])
