@@ -430,6 +430,27 @@ def keep_statistics(model, x):
     return float(np.mean(maps)), float(np.mean(flatness(maps)))
 
 
+class EpochTrace(keras.callbacks.Callback):
+    """Per epoch: the training loss and accuracy, and the first mask's mean
+    keep and flatness on `x` (absent without a mask), so a run's record
+    shows when it left its first plateau, not only where it ended."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+        self.trace = {"loss": [], "accuracy": [], "keep": [], "flat": []}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for name in ("loss", "accuracy"):
+            value = float(logs.get(name, float("nan")))
+            self.trace[name].append(round(value, 4) if math.isfinite(value) else None)
+        keep, flat = keep_statistics(self.model, self.x)
+        if keep is not None:
+            self.trace["keep"].append(round(keep, 4))
+            self.trace["flat"].append(round(flat, 4))
+
+
 def compile_model(model, optimizer):
     """Compiles a run's model: `OPTIMIZERS[optimizer]`, cross-entropy on
     logits, accuracy, jit where the backend jits."""
@@ -481,8 +502,11 @@ def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
     probe_x = xt[:256]
     zeros_start = zero_fraction(model, probe, probe_x)
     compile_model(model, optimizer)
+    trace = EpochTrace(probe_x)
     start = time.time()
-    history = model.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
+    history = model.fit(
+        x, y, batch_size=BATCH_SIZE, epochs=epochs, verbose=0, callbacks=[trace]
+    )
     seconds = time.time() - start
     test_acc = 100.0 * float(model.evaluate(xt, yt, batch_size=256, verbose=0)[1])
     chance = 100.0 / num_classes
@@ -506,6 +530,7 @@ def run_one(backbone, optimizer, dataset, seed, variant, settings, data_cache):
         "zero_fraction_start": zeros_start,
         "zero_fraction_end": zero_fraction(model, probe, probe_x),
         "seconds": seconds,
+        "per_epoch": {k: v for k, v in trace.trace.items() if v},
     }
 
 

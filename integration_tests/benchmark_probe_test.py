@@ -61,3 +61,23 @@ def test_the_probe_records_every_epoch_and_the_start(capsys):
     assert 0.0 <= accuracy <= 100.0
     # One JSON line a record, as the docs' commands capture them.
     assert capsys.readouterr().out.count('"epoch"') == 3
+
+
+@pytest.mark.parametrize("variant", ["default", "baseline"])
+def test_a_benchmark_run_records_its_trajectory_per_epoch(variant):
+    settings = {"epochs": 2, "train_size": 128}
+    record = trainability.run_one(
+        "plain_cnn", "adam", "cluttered", 0, variant, settings, {}
+    )
+    trace = record["per_epoch"]
+    assert len(trace["loss"]) == len(trace["accuracy"]) == 2
+    # The last epoch's entries are the record's own end-of-training numbers.
+    accuracy = record["train_accuracy"] / 100
+    assert trace["accuracy"][-1] == pytest.approx(accuracy, abs=1e-4)
+    assert trace["loss"][-1] == pytest.approx(record["final_loss"], abs=1e-4)
+    if variant == "baseline":
+        assert "keep" not in trace and "flat" not in trace
+    else:
+        assert len(trace["keep"]) == len(trace["flat"]) == 2
+        assert all(0.0 < k < 1.0 for k in trace["keep"])
+        assert all(0.0 < f <= 1.0 + 1e-9 for f in trace["flat"])
