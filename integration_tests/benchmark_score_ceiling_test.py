@@ -1,0 +1,49 @@
+"""`benchmarks/score_ceiling.py`: the oracle fits and the contrast-free
+measures the docs quote (issue 13, "What the keep's form can localise")."""
+
+import numpy as np
+
+from benchmarks import score_ceiling
+
+
+def test_object_share_is_each_tokens_fraction_of_object_pixels():
+    masks = np.zeros((1, 4, 4))
+    masks[0, :2, :2] = 1.0  # the top-left token, whole
+    masks[0, 2, 2] = 1.0  # a quarter of the bottom-right token
+    share = score_ceiling.object_share(masks, 2)
+    np.testing.assert_allclose(share[0], [[1.0, 0.0], [0.0, 0.25]])
+
+
+def test_auroc_is_one_for_a_map_that_ranks_the_object_first_and_half_for_a_flat_one():
+    share = np.array([[[1.0, 0.0], [0.0, 0.5]]])
+    assert score_ceiling.auroc(share, share) == 1.0
+    assert score_ceiling.auroc(-share, share) == 0.0
+    assert score_ceiling.auroc(np.ones_like(share), share) == 0.5
+
+
+def test_the_oracle_recovers_a_direction_that_sets_the_object_share():
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(50, 4, 4, 6))
+    direction = np.array([1.0, -2.0, 0.0, 0.5, 0.0, 0.0])
+    share = tokens @ direction + 0.3
+    fitted = score_ceiling.oracle_fit(tokens[:40], share[:40], tokens[40:])
+    np.testing.assert_allclose(fitted, share[40:], atol=1e-3)
+
+
+def test_unit_tokens_drop_the_norm_and_keep_empty_tokens_empty():
+    tokens = np.zeros((1, 1, 2, 3))
+    tokens[0, 0, 0] = [3.0, 0.0, 4.0]
+    u = score_ceiling.unit(tokens)
+    np.testing.assert_allclose(u[0, 0, 0], [0.6, 0.0, 0.8])
+    np.testing.assert_array_equal(u[0, 0, 1], 0.0)
+    np.testing.assert_allclose(score_ceiling.relative_norm(tokens)[0, 0, :, 0], [2, 0])
+
+
+def test_relative_tokens_are_scale_free():
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(2, 3, 3, 4))
+    np.testing.assert_allclose(
+        score_ceiling.relative_tokens(7.0 * tokens),
+        score_ceiling.relative_tokens(tokens),
+        rtol=1e-12,
+    )
