@@ -19,6 +19,14 @@ gradient into the features switched off, became
   token alone does not see (docs/benchmarks.md, "Quality"). The energy's
   copy of the term follows `energy_feature_gradient` and
   `energy_kernel_gradient` as the kernel's does.
+- `relative_score=True`: each score reads its token divided by the
+  image's mean token norm, `z_i = w . x_i / mean_j ||x_j|| + b`, instead
+  of the unit token `p_hat_i`: the token's direction *and* its strength
+  relative to the image, still free of the features' overall scale
+  (`benchmarks/score_ceiling.py`: one direction on the unit token cannot
+  localise like the class map; on these tokens it can). The energy's
+  redundancy still reads `p_hat`. Only with the default gradient scales
+  (`energy_feature_gradient=0`, `energy_kernel_gradient=1`).
 """
 
 import keras
@@ -35,10 +43,22 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         self,
         norm_rescale=False,
         context=False,
+        relative_score=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.context = bool(context)
+        self.relative_score = bool(relative_score)
+        if relative_score and (
+            self.energy_feature_gradient != 0.0 or self.energy_kernel_gradient != 1.0
+        ):
+            raise ValueError(
+                "`relative_score=True` needs energy_feature_gradient=0 and "
+                "energy_kernel_gradient=1. Received: "
+                f"{self.energy_feature_gradient!r}, {self.energy_kernel_gradient!r}"
+            )
+        if relative_score and (context or self.norm_score):
+            raise ValueError("`relative_score=True` goes alone.")
         if norm_rescale and not self.rescale:
             raise ValueError(
                 "`norm_rescale=True` needs `rescale=True`. Received: "
@@ -70,8 +90,29 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         u = _scale_gradient(ops.cast(self.context_kernel, "float32"), kernel_scale)
         return ops.sum(agreement * u, axis=-1)
 
+    def _relative_scores(self, inputs):
+        """`w . x_i / mean_j ||x_j|| + b`, and the same values with the
+        features' gradient stopped (the energy's copy)."""
+        unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
+        # ||unit_j|| = 1 / inv_j up to epsilon; unit's overflow scale cancels.
+        mean_norm = ops.mean(ops.norm(unit, axis=-1), axis=(1, 2), keepdims=True)
+        scale = 1.0 / (mean_norm + ersm_ops.EPSILON)
+        kernel = ops.cast(self.kernel, "float32")
+        bias = ops.cast(self.bias, "float32")
+        scores = ops.matmul(unit, kernel)[..., 0] * scale + bias
+        frozen = ops.matmul(ops.stop_gradient(unit), kernel)[..., 0]
+        energy_scores = frozen * ops.stop_gradient(scale) + bias
+        return scores, energy_scores
+
     def _compute_terms(self, inputs, for_energy=True):
         terms = super()._compute_terms(inputs, for_energy)
+        if self.relative_score:
+            scores, energy_scores = self._relative_scores(inputs)
+            terms["scores"], terms["keep"] = scores, self._keep(scores)
+            if for_energy:
+                terms["energy_scores"] = energy_scores
+                terms["energy_keep"] = self._keep(energy_scores)
+            return terms
         if not self.context:
             return terms
         unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
@@ -114,6 +155,7 @@ class ExperimentalMask(keras_ersm.EnergyMask):
             **super().get_config(),
             "norm_rescale": self.norm_rescale,
             "context": self.context,
+            "relative_score": self.relative_score,
         }
 
 

@@ -86,6 +86,8 @@ VARIANTS = {
     # quality_norm_score_jax.* ran on a first copy of it in
     # benchmarks/_experimental.py that divided by `mean + 1e-6` instead of
     # `mean` (the same up to float rounding).
+    # Scores on each token over its image's mean token norm (issue 13).
+    "ersm_relative_score": {"experimental": True, "relative_score": True},
     "ersm_norm_score": {"norm_score": True, **_GLOROT},
     # The same with today's default kernel (session 9).
     "ersm_default_norm_score": {"norm_score": True},
