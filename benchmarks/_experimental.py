@@ -94,8 +94,10 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         """`w . x_i / mean_j ||x_j|| + b`, and the same values with the
         features' gradient stopped (the energy's copy)."""
         unit, inv = ersm_ops.unit_tokens(self._tokens(inputs))
-        # ||unit_j|| = 1 / inv_j up to epsilon; unit's overflow scale cancels.
-        mean_norm = ops.mean(ops.norm(unit, axis=-1), axis=(1, 2), keepdims=True)
+        # ||unit_j|| = 1 / inv_j up to epsilon, with a finite gradient at an
+        # all-zero token (`ops.norm`'s is NaN there); unit's overflow scale
+        # cancels in the ratio.
+        mean_norm = ops.mean(1.0 / inv, axis=(1, 2), keepdims=True)
         scale = 1.0 / (mean_norm + ersm_ops.EPSILON)
         kernel = ops.cast(self.kernel, "float32")
         bias = ops.cast(self.bias, "float32")

@@ -42,7 +42,7 @@ OBJECT_TOKEN = 0.25  # a token's object share that counts it as object
 
 MAPS = (
     ("keep", "the trained keep map"),
-    ("cam", "class map of the predicted class, max(0, w_y . x_i)"),
+    ("cam", "the masked model's class map of its mask's input, max(0, w_y . x_i)"),
     ("baseline_cam", "the baseline's class map (its Grad-CAM at the last ReLU)"),
     ("norm", "token norm ‖x_i‖"),
     ("oracle_unit", "oracle: one direction on the unit token (the keep's form)"),
@@ -117,24 +117,25 @@ def scores(maps, masks, share):
     }
 
 
-def features_and_head(model, feature_layer, x):
-    features = keras.Model(model.input, feature_layer.output)
-    f = np.asarray(features.predict(x, batch_size=256, verbose=0), np.float64)
-    kernel, bias = model.layers[-1].get_weights()
-    return f, kernel, bias
+def features(model, feature_layer, x):
+    probe = keras.Model(model.input, feature_layer.output)
+    return np.asarray(probe.predict(x, batch_size=256, verbose=0), np.float64)
 
 
-def class_map(test_f, kernel, bias):
-    """`max(0, w_y . x_i)` for each image's predicted class `y`: with
-    pooling and `Dense` after the features, Grad-CAM there up to a scale."""
-    predicted = (test_f.mean(axis=(1, 2)) @ kernel + bias).argmax(axis=-1)
+def class_map(model, test_f, x):
+    """`max(0, w_y . x_i)` for the class `y` that `model` predicts for `x`
+    (the model's head `w`): with pooling and `Dense` after the features,
+    Grad-CAM there up to a scale; for a masked model, its class map
+    without the keep."""
+    kernel = model.layers[-1].get_weights()[0]
+    predicted = model.predict(x, batch_size=256, verbose=0).argmax(axis=-1)
     return np.maximum(np.einsum("bhwc,cb->bhw", test_f, kernel[:, predicted]), 0)
 
 
-def all_maps(train_f, train_share, test_f, kernel, bias, keep, baseline_cam):
+def all_maps(train_f, train_share, test_f, keep, cam, baseline_cam):
     return {
         "keep": keep,
-        "cam": class_map(test_f, kernel, bias),
+        "cam": cam,
         "baseline_cam": baseline_cam,
         "norm": np.linalg.norm(test_f, axis=-1),
         "oracle_unit": oracle_fit(unit(train_f), train_share, unit(test_f)),
@@ -168,21 +169,21 @@ def run_seed(seed, n_train, n_test, epochs, frozen_epochs):
         keras.Model(baseline.input, relu.output), 10, freeze_backbone=True
     )
     quality.fit(frozen, (x, y), frozen_epochs)
-    f, _, _ = features_and_head(baseline, relu, x)
-    baseline_cam = class_map(*features_and_head(baseline, relu, xt))
+    f = features(baseline, relu, x)
+    baseline_cam = class_map(baseline, features(baseline, relu, xt), xt)
     _, frozen_feeder = quality._mask_and_input_layer(frozen)
-    ft, kernel, bias = features_and_head(frozen, frozen_feeder, xt)
+    ft = features(frozen, frozen_feeder, xt)
     keep = next(iter(keras_ersm.models.keep_maps(frozen, xt).values()))
-    maps = all_maps(f, share, ft, kernel, bias, keep, baseline_cam)
+    cam = class_map(frozen, ft, xt)
+    maps = all_maps(f, share, ft, keep, cam, baseline_cam)
     out["frozen"] = {k: scores(v, mt > 0, share_t) for k, v in maps.items()}
     out["frozen"]["accuracy"] = quality.accuracy(frozen, xt, yt)
     # From scratch: the mask's input in EnergyMask() trained end to end.
     model = quality.train(quality.VARIANTS["ersm"], (x, y), seed, epochs)
     _, feeder = quality._mask_and_input_layer(model)
-    f, _, _ = features_and_head(model, feeder, x)
-    ft, kernel, bias = features_and_head(model, feeder, xt)
+    f, ft = features(model, feeder, x), features(model, feeder, xt)
     keep = next(iter(keras_ersm.models.keep_maps(model, xt).values()))
-    maps = all_maps(f, share, ft, kernel, bias, keep, baseline_cam)
+    maps = all_maps(f, share, ft, keep, class_map(model, ft, xt), baseline_cam)
     out["scratch"] = {k: scores(v, mt > 0, share_t) for k, v in maps.items()}
     out["scratch"]["accuracy"] = quality.accuracy(model, xt, yt)
     return out

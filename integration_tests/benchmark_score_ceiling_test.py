@@ -47,3 +47,43 @@ def test_relative_tokens_are_scale_free():
         score_ceiling.relative_tokens(tokens),
         rtol=1e-12,
     )
+
+
+def test_the_relative_score_is_scale_free_and_its_gradient_finite_at_empty_tokens():
+    import keras
+
+    from benchmarks import _experimental
+
+    mask = _experimental.ExperimentalMask(relative_score=True)
+    x = np.random.default_rng(0).random((2, 4, 4, 8)).astype("float32")
+    x[:, 0, 0] = 0.0  # an all-zero token, as ReLU features have
+    mask.build(x.shape)
+    mask.kernel.assign(np.random.default_rng(1).normal(size=mask.kernel.shape))
+    keep = keras.ops.convert_to_numpy(mask.energy_terms(x)["keep"])
+    keep5 = keras.ops.convert_to_numpy(mask.energy_terms(5.0 * x)["keep"])
+    np.testing.assert_allclose(keep, keep5, atol=1e-6)
+    # A stronger token scores higher: the score sees more than the direction.
+    strong = x.copy()
+    strong[:, 1, 1] *= 3.0
+    scores = keras.ops.convert_to_numpy(mask.energy_terms(strong)["scores"])
+    base = keras.ops.convert_to_numpy(mask.energy_terms(x)["scores"])
+    assert not np.allclose(scores[:, 1, 1], base[:, 1, 1])
+    if keras.backend.backend() == "jax":
+        import jax
+
+        grad = jax.grad(lambda v: keras.ops.sum(mask.energy_terms(v)["keep"]))(x)
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            total = keras.ops.sum(mask.energy_terms(t)["keep"])
+        grad = tape.gradient(total, t)
+    else:
+        import torch
+
+        t = torch.tensor(x, requires_grad=True)
+        keras.ops.sum(mask.energy_terms(t)["keep"]).backward()
+        grad = t.grad
+    assert np.isfinite(keras.ops.convert_to_numpy(grad)).all()
