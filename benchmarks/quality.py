@@ -86,6 +86,15 @@ VARIANTS = {
     # quality_norm_score_jax.* ran on a first copy of it in
     # benchmarks/_experimental.py that divided by `mean + 1e-6` instead of
     # `mean` (the same up to float rounding).
+    # The default's energy without its pairwise (redundancy) term, and with
+    # it ten times stronger: does the redundancy price push the keep off the
+    # object's interior, whose neighbouring tokens are alike? (issue 13)
+    "ersm_no_pairwise": {
+        "energy_regularizer": keras_ersm.regularizers.EnergyRegularizer(1e-2, 0.0)
+    },
+    "ersm_pairwise10": {
+        "energy_regularizer": keras_ersm.regularizers.EnergyRegularizer(1e-2, 1e-2)
+    },
     # Scores on each token over its image's mean token norm (issue 13).
     "ersm_relative_score": {"experimental": True, "relative_score": True},
     "ersm_norm_score": {"norm_score": True, **_GLOROT},
