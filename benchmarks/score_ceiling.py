@@ -46,6 +46,14 @@ MAPS = (
     ("baseline_cam", "the baseline's class map (its Grad-CAM at the last ReLU)"),
     ("norm", "token norm ‖x_i‖"),
     ("oracle_unit", "oracle: one direction on the unit token (the keep's form)"),
+    (
+        "pointing_unit",
+        "oracle fitted for the pointing game: one direction on the unit token",
+    ),
+    (
+        "pointing_relative",
+        "oracle fitted for the pointing game: the token over its image's mean norm",
+    ),
     ("oracle_unit_norm", "oracle: unit token + norm over image mean (norm_score's)"),
     ("oracle_raw", "oracle: one direction on the raw token"),
     (
@@ -87,6 +95,30 @@ def oracle_fit(train_inputs, train_share, test_inputs, ridge=1e-2):
     t = train_share.reshape(-1)
     w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ t)
     return test_inputs @ w[:-1] + w[-1]
+
+
+def pointing_fit(train_inputs, train_share, test_inputs, steps=300, lr=0.05):
+    """One direction fitted for the pointing game itself: maximises, over
+    the training images, the log of the softmax mass of each image's scores
+    on its object's tokens (any object pixel, as the pointing game counts),
+    a smooth stand-in for "the peak is on the object"; Adam in NumPy, full
+    batch. (The softmax is shift-free per image: no bias.)"""
+    x = train_inputs.reshape(len(train_inputs), -1, train_inputs.shape[-1])
+    on = (train_share.reshape(len(train_share), -1) > 0).astype(np.float64)
+    w = np.zeros(x.shape[-1])
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t in range(1, steps + 1):
+        s = x @ w
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        inside = (p * on).sum(axis=1, keepdims=True)
+        q = p * on / np.maximum(inside, 1e-12)
+        # d(-log inside)/ds = p - q; mean over the images.
+        grad = np.einsum("bt,btd->d", p - q, x) / len(x)
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad**2
+        w -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return test_inputs @ w
 
 
 def auroc(maps, share):
@@ -143,6 +175,10 @@ def all_maps(train_f, train_share, test_f, keep, cam, baseline_cam):
             np.concatenate([unit(train_f), relative_norm(train_f)], -1),
             train_share,
             np.concatenate([unit(test_f), relative_norm(test_f)], -1),
+        ),
+        "pointing_unit": pointing_fit(unit(train_f), train_share, unit(test_f)),
+        "pointing_relative": pointing_fit(
+            relative_tokens(train_f), train_share, relative_tokens(test_f)
         ),
         "oracle_raw": oracle_fit(train_f, train_share, test_f),
         "oracle_relative": oracle_fit(
