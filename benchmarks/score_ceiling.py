@@ -1,11 +1,12 @@
-"""What can the keep map's form localise at best? (issue 13)
+"""How far can the keep map's form localise? (issue 13)
 
 The keep is `sigmoid(w . p_hat_i + b)`: one direction `w` on each token's
 *unit* vector. This fits that form, and richer ones, to the object itself
-(each token's share of object pixels, least squares on the training
-images' tokens: an oracle, with labels the mask never sees) and measures
-how well the fitted map localises on the test images, next to the class map
-(CAM), the token norm and, where a mask was trained, the keep map.
+(oracles, with labels the mask never sees): by least squares on each
+token's share of object pixels, and for the pointing game itself. It
+measures how well the fitted maps localise on the test images, next to
+the class map (CAM), the token norm and the trained keep map. The fits
+show what a form reaches, not a proven bound.
 
 Two feature sets, per seed, on the bundled quality benchmark's small CNN
 (`benchmarks/quality.py --quick`'s data and training):
@@ -45,20 +46,23 @@ MAPS = (
     ("cam", "the masked model's class map of its mask's input, max(0, w_y . x_i)"),
     ("baseline_cam", "the baseline's class map (its Grad-CAM at the last ReLU)"),
     ("norm", "token norm ‖x_i‖"),
-    ("oracle_unit", "oracle: one direction on the unit token (the keep's form)"),
+    ("oracle_unit", "least squares: one direction on the unit token (the keep's form)"),
     (
         "pointing_unit",
-        "oracle fitted for the pointing game: one direction on the unit token",
+        "fitted for the pointing game: one direction on the unit token",
     ),
     (
         "pointing_relative",
-        "oracle fitted for the pointing game: the token over its image's mean norm",
+        "fitted for the pointing game: the token over its image's mean norm",
     ),
-    ("oracle_unit_norm", "oracle: unit token + norm over image mean (norm_score's)"),
-    ("oracle_raw", "oracle: one direction on the raw token"),
+    (
+        "oracle_unit_norm",
+        "least squares: unit token + norm over image mean (norm_score's)",
+    ),
+    ("oracle_raw", "least squares: one direction on the raw token"),
     (
         "oracle_relative",
-        "oracle: one direction on the token over its image's mean norm",
+        "least squares: one direction on the token over its image's mean norm",
     ),
 )
 
@@ -75,16 +79,20 @@ def unit(tokens):
     return np.where(norms > 0, tokens / np.maximum(norms, 1e-12), 0.0)
 
 
-def relative_norm(tokens):
+def _image_mean_norm(tokens):
     norms = np.linalg.norm(tokens, axis=-1, keepdims=True)
-    return norms / np.maximum(norms.mean(axis=(1, 2), keepdims=True), 1e-12)
+    return np.maximum(norms.mean(axis=(1, 2), keepdims=True), 1e-12)
+
+
+def relative_norm(tokens):
+    """Each token's norm over its image's mean token norm."""
+    return np.linalg.norm(tokens, axis=-1, keepdims=True) / _image_mean_norm(tokens)
 
 
 def relative_tokens(tokens):
     """Each token over its image's mean token norm: direction and relative
     strength in one vector, independent of the features' overall scale."""
-    norms = np.linalg.norm(tokens, axis=-1, keepdims=True)
-    return tokens / np.maximum(norms.mean(axis=(1, 2), keepdims=True), 1e-12)
+    return tokens / _image_mean_norm(tokens)
 
 
 def oracle_fit(train_inputs, train_share, test_inputs, ridge=1e-2):
@@ -165,25 +173,24 @@ def class_map(model, test_f, x):
 
 
 def all_maps(train_f, train_share, test_f, keep, cam, baseline_cam):
+    # Each input form once, as (training tokens, test tokens).
+    units = unit(train_f), unit(test_f)
+    relative = relative_tokens(train_f), relative_tokens(test_f)
+    unit_norm = tuple(
+        np.concatenate([u, relative_norm(f)], -1)
+        for u, f in zip(units, (train_f, test_f), strict=True)
+    )
     return {
         "keep": keep,
         "cam": cam,
         "baseline_cam": baseline_cam,
         "norm": np.linalg.norm(test_f, axis=-1),
-        "oracle_unit": oracle_fit(unit(train_f), train_share, unit(test_f)),
-        "oracle_unit_norm": oracle_fit(
-            np.concatenate([unit(train_f), relative_norm(train_f)], -1),
-            train_share,
-            np.concatenate([unit(test_f), relative_norm(test_f)], -1),
-        ),
-        "pointing_unit": pointing_fit(unit(train_f), train_share, unit(test_f)),
-        "pointing_relative": pointing_fit(
-            relative_tokens(train_f), train_share, relative_tokens(test_f)
-        ),
+        "oracle_unit": oracle_fit(units[0], train_share, units[1]),
+        "oracle_unit_norm": oracle_fit(unit_norm[0], train_share, unit_norm[1]),
+        "pointing_unit": pointing_fit(units[0], train_share, units[1]),
+        "pointing_relative": pointing_fit(relative[0], train_share, relative[1]),
         "oracle_raw": oracle_fit(train_f, train_share, test_f),
-        "oracle_relative": oracle_fit(
-            relative_tokens(train_f), train_share, relative_tokens(test_f)
-        ),
+        "oracle_relative": oracle_fit(relative[0], train_share, relative[1]),
     }
 
 
@@ -205,10 +212,10 @@ def run_seed(seed, n_train, n_test, epochs, frozen_epochs):
         keras.Model(baseline.input, relu.output), 10, freeze_backbone=True
     )
     quality.fit(frozen, (x, y), frozen_epochs)
-    f = features(baseline, relu, x)
-    baseline_cam = class_map(baseline, features(baseline, relu, xt), xt)
-    _, frozen_feeder = quality._mask_and_input_layer(frozen)
-    ft = features(frozen, frozen_feeder, xt)
+    # The frozen mask reads a frozen copy of the baseline's ReLU: the same
+    # features, read once.
+    f, ft = features(baseline, relu, x), features(baseline, relu, xt)
+    baseline_cam = class_map(baseline, ft, xt)
     keep = next(iter(keras_ersm.models.keep_maps(frozen, xt).values()))
     cam = class_map(frozen, ft, xt)
     maps = all_maps(f, share, ft, keep, cam, baseline_cam)
