@@ -54,11 +54,16 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         ):
             raise ValueError(
                 "`relative_score=True` needs energy_feature_gradient=0 and "
-                "energy_kernel_gradient=1. Received: "
-                f"{self.energy_feature_gradient!r}, {self.energy_kernel_gradient!r}"
+                "energy_kernel_gradient=1. Received: energy_feature_gradient="
+                f"{self.energy_feature_gradient!r}, energy_kernel_gradient="
+                f"{self.energy_kernel_gradient!r}"
             )
         if relative_score and (context or self.norm_score):
-            raise ValueError("`relative_score=True` goes alone.")
+            raise ValueError(
+                "`relative_score=True` cannot be combined with `context` or "
+                f"`norm_score`. Received: context={context!r}, "
+                f"norm_score={self.norm_score!r}"
+            )
         if norm_rescale and not self.rescale:
             raise ValueError(
                 "`norm_rescale=True` needs `rescale=True`. Received: "

@@ -2,6 +2,7 @@
 measures the docs quote (issue 13, "What the keep's form can localise")."""
 
 import numpy as np
+import pytest
 
 from benchmarks import score_ceiling
 
@@ -102,3 +103,19 @@ def test_the_pointing_fit_finds_a_planted_object_direction():
     hits = scores.reshape(100, -1).argmax(axis=1) == where[300:]
     # Chance is 1/16; the planted channel alone gives about 0.85.
     assert hits.mean() > 0.7
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"energy_feature_gradient": 1.0}, "energy_feature_gradient=1.0"),
+        ({"energy_kernel_gradient": 0.0}, "energy_kernel_gradient=0.0"),
+        ({"context": True}, "context=True"),
+        ({"norm_score": True}, "norm_score=True"),
+    ],
+)
+def test_the_relative_score_refuses_what_it_does_not_support_by_value(kwargs, named):
+    from benchmarks import _experimental
+
+    with pytest.raises(ValueError, match=named):
+        _experimental.ExperimentalMask(relative_score=True, **kwargs)
