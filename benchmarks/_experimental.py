@@ -27,6 +27,19 @@ gradient into the features switched off, became
   localise like the class map; on these tokens it can). The energy's
   redundancy still reads `p_hat`. Only with the default gradient scales
   (`energy_feature_gradient=0`, `energy_kernel_gradient=1`).
+- `align_weight=λ > 0`: a second training signal for the ranking, the
+  model's own class map. In training the layer adds
+  `λ * mean_b CE(q_b, softmax_i(-z_i / T))`, where `q_bi` is the class
+  activation map `max(0, w_c . x_i)` of the predicted class `c`, read from
+  the `Dense` head after global average pooling (`attach_head`) and
+  normalised to sum to 1 over the image's tokens, and `z` the scores of the
+  features with their gradient stopped: the loss trains the scores'
+  weights (the kernel, the norm weight) to order the tokens as the class
+  map does, and nothing else (the bias cancels in the softmax, so the keep
+  level stays the energy's and the task's). Unlike the task's own
+  gradient on the keep, which fades as the model fits its training images,
+  this target does not vanish (issue 13, docs/benchmarks.md, "Quality").
+  Needs `patch_size=1` and channels_last.
 """
 
 import keras
@@ -44,9 +57,27 @@ class ExperimentalMask(keras_ersm.EnergyMask):
         norm_rescale=False,
         context=False,
         relative_score=False,
+        align_weight=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.align_weight = float(align_weight)
+        if self.align_weight < 0:
+            raise ValueError(
+                f"`align_weight` must be >= 0. Received: align_weight={align_weight!r}"
+            )
+        if self.align_weight and (
+            self.patch_size != 1 or self.data_format != "channels_last"
+        ):
+            raise ValueError(
+                "`align_weight > 0` needs patch_size=1 and channels_last. "
+                f"Received: patch_size={self.patch_size!r}, "
+                f"data_format={self.data_format!r}"
+            )
+        # The Dense head whose class map is the target; not tracked as a
+        # sublayer (it belongs to the model), so it is set with
+        # `object.__setattr__` by `attach_head`.
+        object.__setattr__(self, "_head", None)
         self.context = bool(context)
         self.relative_score = bool(relative_score)
         if relative_score and (
@@ -134,6 +165,39 @@ class ExperimentalMask(keras_ersm.EnergyMask):
             terms["energy_keep"] = self._keep(terms["energy_scores"])
         return terms
 
+    def attach_head(self, dense):
+        """Sets the `Dense` layer (after global average pooling) whose class
+        map `align_weight` aligns the scores with."""
+        object.__setattr__(self, "_head", dense)
+
+    def _align_loss(self, inputs, masked):
+        """Cross-entropy of the keep logits' softmax against the predicted
+        class's map (normalised), the features' gradient stopped."""
+        x = ops.stop_gradient(self._as_float(inputs))
+        x = ops.cast(x, "float32")
+        kernel = ops.stop_gradient(ops.cast(self._head.kernel, "float32"))
+        bias = ops.stop_gradient(ops.cast(self._head.bias, "float32"))
+        pooled = ops.mean(ops.cast(ops.stop_gradient(masked), "float32"), axis=(1, 2))
+        predicted = ops.argmax(ops.matmul(pooled, kernel) + bias, axis=-1)
+        class_weights = ops.take(ops.transpose(kernel), predicted, axis=0)  # (B, C)
+        cam = ops.relu(ops.einsum("bhwc,bc->bhw", x, class_weights))
+        total = ops.sum(cam, axis=(1, 2), keepdims=True)
+        count = float(cam.shape[1] * cam.shape[2])
+        target = ops.where(
+            total > 0, cam / ops.where(total > 0, total, 1.0), 1.0 / count
+        )
+        scores = self._compute_terms(x, for_energy=False)["scores"]
+        logits = ops.reshape(-scores / self.temperature, (ops.shape(scores)[0], -1))
+        log_p = ops.log_softmax(logits, axis=-1)
+        target = ops.reshape(target, ops.shape(log_p))
+        return -ops.mean(ops.sum(target * log_p, axis=-1))
+
+    def call(self, inputs, training=None):
+        masked = super().call(inputs, training=training)
+        if self.align_weight and training and self._head is not None:
+            self.add_loss(self.align_weight * self._align_loss(inputs, masked))
+        return masked
+
     def _norm_mean_keep(self, inputs, keep):
         """Each image's keep averaged with the tokens' norms as weights."""
         norms = ops.stop_gradient(ersm_ops.token_norms(self._tokens(inputs)))
@@ -163,13 +227,16 @@ class ExperimentalMask(keras_ersm.EnergyMask):
             "norm_rescale": self.norm_rescale,
             "context": self.context,
             "relative_score": self.relative_score,
+            "align_weight": self.align_weight,
         }
 
 
 def build_classifier(backbone, num_classes, **kwargs):
     """backbone -> `ExperimentalMask(**kwargs)` -> pooling -> Dense, sharing
     the backbone's layers (the benchmarks build a fresh backbone per run)."""
-    x = ExperimentalMask(name="energy_mask", **kwargs)(backbone.output)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(num_classes, name="predictions")(x)
+    mask = ExperimentalMask(name="energy_mask", **kwargs)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(mask(backbone.output))
+    head = keras.layers.Dense(num_classes, name="predictions")
+    outputs = head(x)
+    mask.attach_head(head)
     return keras.Model(backbone.inputs, outputs)

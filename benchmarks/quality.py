@@ -98,6 +98,25 @@ VARIANTS = {
     },
     # Scores on each token over its image's mean token norm (issue 13).
     "ersm_relative_score": {"experimental": True, "relative_score": True},
+    # The default layer whose scores also learn to order the tokens as the
+    # model's own class map does (`align_weight`, benchmarks/_experimental.py;
+    # issue 13, session 17).
+    "ersm_align1": {"experimental": True, "align_weight": 1.0},
+    "ersm_align01": {"experimental": True, "align_weight": 0.1},
+    "ersm_align10": {"experimental": True, "align_weight": 10.0},
+    # The same signal on the two score forms that can fit the class map in
+    # the frozen recipe (benchmarks/score_ceiling.py): the image-relative
+    # token, and the unit token plus the relative norm.
+    "ersm_relative_align1": {
+        "experimental": True,
+        "relative_score": True,
+        "align_weight": 1.0,
+    },
+    "ersm_norm_init_bias1_align1": {
+        "experimental": True,
+        **trainability.VARIANTS["norm_init_neg1_bias1"],
+        "align_weight": 1.0,
+    },
     "ersm_norm_score": {"norm_score": True, **_GLOROT},
     # The same with today's default kernel (session 9).
     "ersm_default_norm_score": {"norm_score": True},
@@ -142,15 +161,21 @@ def build_model(
             # not the rescaled ERSM model) up to 20 points of test accuracy.
             x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
         x = keras.layers.Activation("relu")(x)
+    mask = None
     if mask_kwargs == "paper":
         x = keras_ersm.EnergyMask.paper(name="energy_mask")(x)
     elif mask_kwargs is not None and mask_kwargs.get("experimental"):
         kwargs = {k: v for k, v in mask_kwargs.items() if k != "experimental"}
-        x = _experimental.ExperimentalMask(name="energy_mask", **kwargs)(x)
+        mask = _experimental.ExperimentalMask(name="energy_mask", **kwargs)
+        x = mask(x)
     elif mask_kwargs is not None:
         x = keras_ersm.EnergyMask(name="energy_mask", **mask_kwargs)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+    head = keras.layers.Dense(num_classes)
+    outputs = head(x)
+    if mask is not None:
+        mask.attach_head(head)
+    return keras.Model(inputs, outputs)
 
 
 def fit(model, data, epochs, batch_size=32, learning_rate=2e-3):
