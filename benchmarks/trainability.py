@@ -184,6 +184,17 @@ VARIANTS = {
     # starts with the same keep, so a slowly moving kernel (SGD) does not
     # leave a random ranking in place (session 7).
     "kernel0": {"kernel_initializer": "zeros"},
+    # The default layer whose scores also learn to order the tokens as the
+    # model's own class map does (benchmarks/_experimental.py,
+    # `align_weight`; issue 13, session 17): does the second signal change
+    # trainability? It reads the features with their gradient stopped.
+    "align1": {"experimental": {"align_weight": 1.0}},
+    "norm_init_neg1_bias1_align1": {
+        "experimental": {"align_weight": 1.0},
+        "norm_score": True,
+        "norm_init": -1.0,
+        "bias_initializer": keras.initializers.Constant(1.0),
+    },
     "norm_score_stop": {
         "experimental": {"norm_rescale": True},
         "keep_feature_gradient": 0.0,
