@@ -35,10 +35,11 @@ gradient into the features switched off, became
   normalised to sum to 1 over the image's tokens, and `z` the scores of the
   features with their gradient stopped: the loss trains the scores'
   weights (the kernel, the norm weight) to order the tokens as the class
-  map does, and nothing else (the bias cancels in the softmax, so the keep
-  level stays the energy's and the task's). Unlike the task's own
-  gradient on the keep, which fades as the model fits its training images,
-  this target does not vanish (issue 13, docs/benchmarks.md, "Quality").
+  map does, and nothing else (the bias cancels in the softmax and gets no
+  gradient; the keep level still moves as the kernel's scale spreads the
+  scores). The task's own gradient on the keep scales with the loss's
+  gradient, which shrinks as the model fits its training images; this
+  target does not (issue 13, docs/benchmarks.md, "Quality").
   Needs `patch_size=1` and channels_last.
 """
 
