@@ -191,3 +191,19 @@ def test_the_align_loss_sends_no_gradient_into_the_features():
 
     keep_sum = _input_gradient(lambda v: keras.ops.sum(mask.energy_terms(v)["keep"]), x)
     assert np.abs(keep_sum).max() > 0
+
+
+def test_class_map_fit_writes_its_report(tmp_path):
+    import json
+
+    from benchmarks import class_map_fit
+
+    class_map_fit.main(
+        ["--seeds", "0", "--n-train", "64", "--n-test", "32", "--epochs", "1"]
+        + ["--output-dir", str(tmp_path)]
+    )
+    (path,) = tmp_path.glob("class_map_fit_*.json")
+    (run,) = json.loads(path.read_text())["runs"]
+    for form in ("unit", "unit_and_relative_norm", "relative"):
+        assert 0.0 <= run[form]["pointing_game"] <= 1.0
+        assert run[form]["train_ce"] <= run["ce_uniform"] + 1e-9
