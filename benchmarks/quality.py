@@ -104,9 +104,10 @@ VARIANTS = {
     "ersm_align1": {"experimental": True, "align_weight": 1.0},
     "ersm_align01": {"experimental": True, "align_weight": 0.1},
     "ersm_align10": {"experimental": True, "align_weight": 10.0},
-    # The same signal on the two score forms that can fit the class map in
-    # the frozen recipe (benchmarks/score_ceiling.py): the image-relative
-    # token, and the unit token plus the relative norm.
+    # The same signal on the two score forms that see the token's norm
+    # (benchmarks/score_ceiling.py: in the frozen recipe they localise where
+    # the unit token cannot): the image-relative token, and the unit token
+    # plus the relative norm.
     "ersm_relative_align1": {
         "experimental": True,
         "relative_score": True,

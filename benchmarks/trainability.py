@@ -189,6 +189,7 @@ VARIANTS = {
     # `align_weight`; issue 13, session 17): does the second signal change
     # trainability? It reads the features with their gradient stopped.
     "align1": {"experimental": {"align_weight": 1.0}},
+    # Not run yet: the signal on session 11's magnitude prior.
     "norm_init_neg1_bias1_align1": {
         "experimental": {"align_weight": 1.0},
         "norm_score": True,
