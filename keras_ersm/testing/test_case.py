@@ -43,7 +43,9 @@ def to_numpy(x):
 
 def input_gradient(fn, x):
     """Gradient of the scalar `fn(x)` with respect to the NumPy array `x`,
-    on the current backend, as a NumPy array."""
+    on the current backend, as a NumPy array; zeros where `fn` does not
+    depend on `x` (a stopped gradient: JAX gives zeros there, TensorFlow
+    `None`, and torch an output that needs no gradient)."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -56,12 +58,16 @@ def input_gradient(fn, x):
         with tf.GradientTape() as tape:
             tape.watch(t)
             value = fn(t)
-        return tape.gradient(value, t).numpy()
+        grad = tape.gradient(value, t)
+        return np.zeros_like(x) if grad is None else grad.numpy()
     import torch
 
     t = torch.tensor(x, requires_grad=True)
-    fn(t).backward()
-    return t.grad.numpy()
+    value = fn(t)
+    if not value.requires_grad:
+        return np.zeros_like(x)
+    value.backward()
+    return np.zeros_like(x) if t.grad is None else t.grad.numpy()
 
 
 def images(n=4, size=16, seed=0):
