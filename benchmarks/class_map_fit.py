@@ -41,19 +41,8 @@ def ce_fit(inputs, target, test_inputs, steps=300, lr=0.05):
     and `||w||`."""
     x = inputs.reshape(len(inputs), -1, inputs.shape[-1])
     q = target.reshape(len(target), -1)
-    w = np.zeros(x.shape[-1])
-    m, v = np.zeros_like(w), np.zeros_like(w)
-
-    def softmax(s):
-        p = np.exp(s - s.max(axis=1, keepdims=True))
-        return p / p.sum(axis=1, keepdims=True)
-
-    for t in range(1, steps + 1):
-        grad = np.einsum("bt,btd->d", softmax(x @ w) - q, x) / len(x)
-        m = 0.9 * m + 0.1 * grad
-        v = 0.999 * v + 0.001 * grad**2
-        w -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
-    ce = float(-(q * np.log(softmax(x @ w) + 1e-12)).sum(axis=1).mean())
+    w = sc.softmax_direction_fit(x, q, steps, lr)
+    ce = float(-(q * np.log(sc.softmax_rows(x @ w) + 1e-12)).sum(axis=1).mean())
     return test_inputs @ w, ce, float(np.linalg.norm(w))
 
 
@@ -67,13 +56,7 @@ def run_seed(seed, n_train, n_test, epochs):
     f, ft = sc.features(baseline, relu, x), sc.features(baseline, relu, xt)
     cam, cam_t = sc.class_map(baseline, f, x), sc.class_map(baseline, ft, xt)
     target = cam / np.maximum(cam.sum(axis=(1, 2), keepdims=True), 1e-12)
-    forms = {
-        "unit": (sc.unit(f), sc.unit(ft)),
-        "unit_and_relative_norm": tuple(
-            np.concatenate([sc.unit(a), sc.relative_norm(a)], -1) for a in (f, ft)
-        ),
-        "relative": (sc.relative_tokens(f), sc.relative_tokens(ft)),
-    }
+    forms = sc.token_forms(f, ft)
     out = {
         "seed": seed,
         "baseline_class_map": sc.scores(cam_t, mt > 0, share_t),

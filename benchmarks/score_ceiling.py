@@ -105,28 +105,46 @@ def oracle_fit(train_inputs, train_share, test_inputs, ridge=1e-2):
     return test_inputs @ w[:-1] + w[-1]
 
 
+def softmax_rows(scores):
+    """Softmax over each row (image) of `(B, T)` scores."""
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def softmax_direction_fit(tokens, target, steps=300, lr=0.05):
+    """One direction `w` for the scores `x_i . w` of `(B, T, D)` tokens,
+    fitted by full-batch Adam in NumPy to a cross-entropy whose gradient in
+    the scores is `softmax(s) - q`: `q = target` (a `(B, T)` array whose
+    rows sum to 1), or `q = target(p)` computed from the current softmax
+    `p`. (The softmax is shift-free per image: no bias.)"""
+    w = np.zeros(tokens.shape[-1])
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t in range(1, steps + 1):
+        p = softmax_rows(tokens @ w)
+        q = target(p) if callable(target) else target
+        grad = np.einsum("bt,btd->d", p - q, tokens) / len(tokens)
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad**2
+        w -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return w
+
+
 def pointing_fit(train_inputs, train_share, test_inputs, steps=300, lr=0.05):
     """One direction fitted for the pointing game itself: maximises, over
     the training images, the log of the softmax mass of each image's scores
     on its object's tokens (any object pixel, as the pointing game counts),
     a smooth stand-in for "the peak is on the object"; Adam in NumPy, full
-    batch. (The softmax is shift-free per image: no bias.)"""
+    batch."""
     x = train_inputs.reshape(len(train_inputs), -1, train_inputs.shape[-1])
     on = (train_share.reshape(len(train_share), -1) > 0).astype(np.float64)
-    w = np.zeros(x.shape[-1])
-    m, v = np.zeros_like(w), np.zeros_like(w)
-    for t in range(1, steps + 1):
-        s = x @ w
-        p = np.exp(s - s.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+
+    def inside_share(p):
+        # d(-log inside)/ds = p - q with q the softmax renormalised on the
+        # object's tokens.
         inside = (p * on).sum(axis=1, keepdims=True)
-        q = p * on / np.maximum(inside, 1e-12)
-        # d(-log inside)/ds = p - q; mean over the images.
-        grad = np.einsum("bt,btd->d", p - q, x) / len(x)
-        m = 0.9 * m + 0.1 * grad
-        v = 0.999 * v + 0.001 * grad**2
-        w -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
-    return test_inputs @ w
+        return p * on / np.maximum(inside, 1e-12)
+
+    return test_inputs @ softmax_direction_fit(x, inside_share, steps, lr)
 
 
 def auroc(maps, share):
@@ -172,13 +190,28 @@ def class_map(model, test_f, x):
     return np.maximum(np.einsum("bhwc,cb->bhw", test_f, kernel[:, predicted]), 0)
 
 
-def all_maps(train_f, train_share, test_f, keep, cam, baseline_cam):
-    # Each input form once, as (training tokens, test tokens).
+def token_forms(train_f, test_f):
+    """The score forms fitted here, each as (training tokens, test tokens):
+    the unit token (the keep's), the unit token and its norm over the
+    image's mean (`norm_score=True`'s), and the token over its image's mean
+    norm (`relative_score=True`'s). Each computed once."""
     units = unit(train_f), unit(test_f)
-    relative = relative_tokens(train_f), relative_tokens(test_f)
-    unit_norm = tuple(
-        np.concatenate([u, relative_norm(f)], -1)
-        for u, f in zip(units, (train_f, test_f), strict=True)
+    return {
+        "unit": units,
+        "unit_and_relative_norm": tuple(
+            np.concatenate([u, relative_norm(f)], -1)
+            for u, f in zip(units, (train_f, test_f), strict=True)
+        ),
+        "relative": (relative_tokens(train_f), relative_tokens(test_f)),
+    }
+
+
+def all_maps(train_f, train_share, test_f, keep, cam, baseline_cam):
+    forms = token_forms(train_f, test_f)
+    units, unit_norm, relative = (
+        forms["unit"],
+        forms["unit_and_relative_norm"],
+        forms["relative"],
     )
     return {
         "keep": keep,
